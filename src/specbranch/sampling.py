@@ -1,0 +1,53 @@
+"""The logits pipeline shared by draft and target, and sampling from its output.
+
+`process_logits` turns raw logits into the *processed* distribution: temperature, then top-k,
+then top-p. Draft and target always go through the same function with the same parameters, so
+verification compares like with like.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from specbranch.config import SamplingParams
+
+
+def process_logits(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
+    """Processed next-token distributions.
+
+    logits: [..., V] raw logits (any float dtype). Returns [..., V] float32 probabilities.
+    At temperature 0 (or top_k == 1) the result is one-hot on the argmax.
+    """
+    logits = logits.float()
+    if params.greedy:
+        return torch.zeros_like(logits).scatter_(-1, logits.argmax(-1, keepdim=True), 1.0)
+    logits = logits / params.temperature
+    vocab = logits.shape[-1]
+    if 0 < params.top_k < vocab:
+        kth = torch.topk(logits, params.top_k, dim=-1).values[..., -1:]  # [..., 1]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if params.top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)  # [..., V]
+        sorted_probs = sorted_logits.softmax(-1)
+        mass_before = sorted_probs.cumsum(-1) - sorted_probs  # mass of strictly more likely tokens
+        drop_sorted = mass_before >= params.top_p  # keeps the smallest set reaching top_p
+        drop = torch.zeros_like(drop_sorted).scatter_(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    return logits.softmax(-1)
+
+
+def sample(probs: torch.Tensor, generator: torch.Generator) -> int:
+    """One token id drawn from a [V] distribution with the given generator."""
+    return int(torch.multinomial(probs, 1, generator=generator).item())
+
+
+def make_generator(seed: int, stream: str) -> torch.Generator:
+    """A CPU generator for one request and one purpose.
+
+    stream names the purpose ("verify", "draft"): each purpose gets its own independent
+    sequence, so the draft's randomness never shares uniforms with verification.
+    """
+    offsets = {"verify": 0x5EED_0001, "draft": 0x5EED_0002}
+    generator = torch.Generator(device="cpu")
+    generator.manual_seed((seed * 0x9E3779B1 + offsets[stream]) % (2**63))
+    return generator

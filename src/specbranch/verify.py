@@ -1,0 +1,96 @@
+"""Lossless verification rules 1-4 of ALGORITHM.md, as plain functions on distributions.
+
+Terms:
+- `p` rows are the target's processed distributions, `q` rows the draft's (same pipeline).
+- A *block* is the run of drafted tokens verified by one target forward. `p` has one row more
+  than the block: the row after the last drafted token gives the bonus token.
+- Every accept/reject test draws a fresh uniform from `generator`; nothing is reused.
+
+Each rule is split into its exact probabilities (`*_accept_probability`, `residual`), which the
+tests enumerate, and a sampler that draws from them.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from specbranch.sampling import sample
+
+
+def _uniform(generator: torch.Generator) -> float:
+    return float(torch.rand((), generator=generator))
+
+
+def residual(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """norm(max(p - q, 0)): where a rejected sampled draft token sends the mass. [V] -> [V].
+
+    When p == q the residual is empty; it is then never used (acceptance is certain), and p is
+    returned so the result is still a distribution.
+    """
+    diff = (p - q).clamp_min(0.0)
+    total = diff.sum()
+    return diff / total if total > 0 else p
+
+
+def sampled_accept_probability(p: torch.Tensor, q: torch.Tensor, token: int) -> float:
+    """Rule 1: min(1, p(x) / q(x)) for a draft token x ~ q."""
+    q_x = float(q[token])
+    return 1.0 if q_x <= 0.0 else min(1.0, float(p[token]) / q_x)
+
+
+def verify_sampled_block(
+    p: torch.Tensor, q: torch.Tensor, tokens: list[int], generator: torch.Generator
+) -> tuple[int, int]:
+    """Rule 1 over a block of sampled draft tokens.
+
+    p: [n+1, V] target rows; q: [n, V] draft rows the tokens were sampled from; tokens: n ids.
+    Returns (accepted, next_token): the first `accepted` tokens are kept and `next_token` follows
+    them (the residual sample on a rejection, the bonus sample from p[n] when all pass).
+    """
+    for i, token in enumerate(tokens):
+        if _uniform(generator) >= sampled_accept_probability(p[i], q[i], token):
+            return i, sample(residual(p[i], q[i]), generator)
+    return len(tokens), sample(p[len(tokens)], generator)
+
+
+def verify_deterministic_block(
+    p: torch.Tensor, tokens: list[int], generator: torch.Generator
+) -> tuple[int, int]:
+    """Rule 2 over a block of deterministic draft tokens (e.g. draft argmax).
+
+    p: [n+1, V]; tokens: n ids. Draw y ~ p[i]; keep the token iff y equals it, else y is the
+    correction. At temperature 0, y is the target argmax. Returns (accepted, next_token).
+    """
+    for i, token in enumerate(tokens):
+        y = sample(p[i], generator)
+        if y != token:
+            return i, y
+    return len(tokens), sample(p[len(tokens)], generator)
+
+
+def verify_branch_roots(p_b: torch.Tensor, roots: list[int], generator: torch.Generator) -> tuple[int | None, int]:
+    """Rule 3: k distinct deterministic branch roots at the branch point.
+
+    p_b: [V] target row at the branch point. Draw y ~ p_b. Returns (index of the root equal to y,
+    y), or (None, y) when y is not a root (then y is the correction token).
+    Hit probability is sum_i p_b(roots[i]).
+    """
+    y = sample(p_b, generator)
+    return (roots.index(y) if y in roots else None), y
+
+
+def verify_sampled_roots(
+    p_b: torch.Tensor, q_b: torch.Tensor, roots: list[int], generator: torch.Generator
+) -> tuple[int | None, int]:
+    """Rule 4: recursive rejection sampling over k roots drawn i.i.d. from q_b.
+
+    For i = 1..k accept roots[i] with probability min(1, r_i(c_i) / q_b(c_i)), where r_1 = p_b
+    and r_{i+1} = residual(r_i, q_b); if every root fails, sample from r_{k+1}.
+    Returns (index of the accepted root, its token) or (None, token sampled from r_{k+1}).
+    """
+    r = p_b
+    for i, root in enumerate(roots):
+        if _uniform(generator) < sampled_accept_probability(r, q_b, root):
+            return i, root
+        r = residual(r, q_b)
+    return None, sample(r, generator)

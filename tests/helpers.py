@@ -1,0 +1,59 @@
+"""Tiny random-weight models for fast, exact tests.
+
+Models are built in float64 so that a forward over many tokens and a forward over one token
+agree to ~1e-15: greedy equality then tests the algorithms, not floating-point luck.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from specbranch.models import ModelPair
+
+
+def tiny_model(vocab: int = 64, seed: int = 0, layers: int = 2, hidden: int = 32, init: float = 0.3,
+               max_positions: int = 256, eos: int | None = None) -> LlamaForCausalLM:
+    """A random Llama with peaked next-token distributions (large init range)."""
+    config = LlamaConfig(
+        vocab_size=vocab, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=max_positions,
+        initializer_range=init, tie_word_embeddings=False, eos_token_id=eos, bos_token_id=None,
+        pad_token_id=None,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config).to(torch.float64).eval()
+    model.generation_config.eos_token_id = eos
+    return model
+
+
+def perturbed(model: LlamaForCausalLM, scale: float, seed: int) -> LlamaForCausalLM:
+    """A copy of model with Gaussian noise of std `scale` added to every weight."""
+    other = copy.deepcopy(model)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in other.parameters():
+            param.add_(torch.randn(param.shape, generator=gen, dtype=param.dtype) * scale)
+    return other
+
+
+def make_pair(target: LlamaForCausalLM, draft: LlamaForCausalLM | None) -> ModelPair:
+    return ModelPair.from_models(target, draft)
+
+
+@torch.inference_mode()
+def exact_sequence_distribution(model: LlamaForCausalLM, prompt: list[int], length: int, process) -> dict:
+    """Exact probability of every continuation of `length` tokens under the processed target."""
+    out = {(): 1.0}
+    for _ in range(length):
+        nxt = {}
+        for prefix, prob in out.items():
+            ids = torch.tensor([prompt + list(prefix)])
+            probs = process(model(ids).logits[0, -1])
+            for token, p in enumerate(probs.tolist()):
+                if p > 0:
+                    nxt[prefix + (token,)] = prob * p
+        out = nxt
+    return out
