@@ -14,13 +14,28 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from specbranch.models import ModelPair
 
 
-def tiny_model(vocab: int = 64, seed: int = 0, layers: int = 2, hidden: int = 32, init: float = 0.3,
-               max_positions: int = 256, eos: int | None = None) -> LlamaForCausalLM:
+def tiny_model(
+    vocab: int = 64,
+    seed: int = 0,
+    layers: int = 2,
+    hidden: int = 32,
+    init: float = 0.3,
+    max_positions: int = 256,
+    eos: int | None = None,
+) -> LlamaForCausalLM:
     """A random Llama with peaked next-token distributions (large init range)."""
     config = LlamaConfig(
-        vocab_size=vocab, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=max_positions,
-        initializer_range=init, tie_word_embeddings=False, eos_token_id=eos, bos_token_id=None,
+        vocab_size=vocab,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=max_positions,
+        initializer_range=init,
+        tie_word_embeddings=False,
+        eos_token_id=eos,
+        bos_token_id=None,
         pad_token_id=None,
     )
     torch.manual_seed(seed)
@@ -57,3 +72,27 @@ def exact_sequence_distribution(model: LlamaForCausalLM, prompt: list[int], leng
                     nxt[prefix + (token,)] = prob * p
         out = nxt
     return out
+
+
+CHARS = "abcdefghijklmnopqrstuvwxyz .,\n"
+
+
+def char_tokenizer(chars: str = CHARS):
+    """A character-level fast tokenizer: id 0 is <eos>, then one id per character."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<eos>": 0, **{c: i + 1 for i, c in enumerate(chars)}}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<eos>"))
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex(".|\n"), behavior="isolated")
+    tok.decoder = decoders.Fuse()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>")
+
+
+def save_tiny_model_dir(path, seed: int, chars: str = CHARS, max_positions: int = 256, **kwargs) -> str:
+    """Save a tiny float32 model with a character tokenizer to `path` (a loadable model folder)."""
+    tokenizer = char_tokenizer(chars)
+    model = tiny_model(vocab=len(tokenizer), seed=seed, max_positions=max_positions, eos=0, **kwargs)
+    model.to(torch.float32).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)

@@ -22,7 +22,9 @@ TARGET = tiny_model(vocab=VOCAB, seed=0, layers=1, hidden=16, init=0.5)
 DRAFT = tiny_model(vocab=VOCAB, seed=5, layers=1, hidden=16, init=0.5)
 
 
-def empirical(method: str, sampling: SamplingParams, spec: SpeculativeConfig | None, length: int, n: int) -> Counter:
+def empirical(
+    method: str, sampling: SamplingParams, spec: SpeculativeConfig | None, length: int, n: int
+) -> Counter:
     counts = Counter()
     with Engine(make_pair(TARGET, DRAFT), method, spec) as engine:
         for seed in range(n):
@@ -32,7 +34,9 @@ def empirical(method: str, sampling: SamplingParams, spec: SpeculativeConfig | N
 
 
 def exact(sampling: SamplingParams, length: int) -> dict:
-    return exact_sequence_distribution(TARGET, PROMPT, length, lambda logits: process_logits(logits, sampling))
+    return exact_sequence_distribution(
+        TARGET, PROMPT, length, lambda logits: process_logits(logits, sampling)
+    )
 
 
 CASES = [
@@ -54,7 +58,9 @@ def test_draft_is_misaligned_enough_to_matter():
     sampling = SamplingParams(temperature=1.0)
     target_first = exact(sampling, 1)
     draft_first = exact_sequence_distribution(DRAFT, PROMPT, 1, lambda lg: process_logits(lg, sampling))
-    tv = 0.5 * sum(abs(target_first.get(k, 0) - draft_first.get(k, 0)) for k in set(target_first) | set(draft_first))
+    tv = 0.5 * sum(
+        abs(target_first.get(k, 0) - draft_first.get(k, 0)) for k in set(target_first) | set(draft_first)
+    )
     assert tv > 0.2
 
 

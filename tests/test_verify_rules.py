@@ -32,7 +32,10 @@ def random_dist(seed: int, peaked: float = 2.0) -> torch.Tensor:
 
 PAIRS = [(random_dist(s), random_dist(s + 100)) for s in range(5)] + [
     (random_dist(7), random_dist(7)),  # draft == target
-    (torch.tensor([0.5, 0.5, 0, 0, 0, 0], dtype=torch.float64), torch.tensor([0, 0, 0.5, 0.5, 0, 0.0], dtype=torch.float64)),
+    (
+        torch.tensor([0.5, 0.5, 0, 0, 0, 0], dtype=torch.float64),
+        torch.tensor([0, 0, 0.5, 0.5, 0, 0.0], dtype=torch.float64),
+    ),
 ]
 
 

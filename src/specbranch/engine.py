@@ -150,7 +150,9 @@ class Engine:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def stream(self, prompt: Prompt, config: GenerationConfig | None = None, chat: bool = False) -> Iterator[Chunk]:
+    def stream(
+        self, prompt: Prompt, config: GenerationConfig | None = None, chat: bool = False
+    ) -> Iterator[Chunk]:
         """Generate, yielding each round's committed text; the last chunk carries the result."""
         config = config or GenerationConfig()
         prompt_ids = encode_prompt(self.pair, prompt, chat)
@@ -188,7 +190,9 @@ class Engine:
         result = GenerationResult(tracker.text, new, finish, len(prompt_ids), metrics)
         yield Chunk(tracker.release(final=True), chunk, result)
 
-    def generate(self, prompt: Prompt, config: GenerationConfig | None = None, chat: bool = False) -> GenerationResult:
+    def generate(
+        self, prompt: Prompt, config: GenerationConfig | None = None, chat: bool = False
+    ) -> GenerationResult:
         """Generate to completion."""
         for chunk in self.stream(prompt, config, chat):
             if chunk.result is not None:

@@ -18,6 +18,7 @@ import logging
 import os
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +29,12 @@ from specbranch.errors import SpecBranchError
 
 log = logging.getLogger(__name__)
 
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
+DTYPES = {
+    "float32": torch.float32,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "float64": torch.float64,
+}
 
 
 def cache_dir() -> Path:
@@ -66,14 +72,18 @@ def gguf_to_folder(gguf_path: Path, key: str | None = None) -> Path:
     """
     if key is None:
         stat = gguf_path.stat()
-        digest = hashlib.sha256(f"{gguf_path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()
+        digest = hashlib.sha256(
+            f"{gguf_path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()
+        ).hexdigest()
         key = f"{gguf_path.stem}-{digest[:16]}"
     target = cache_dir() / "converted" / key
     if (target / "config.json").exists():
         return target
     log.warning("converting %s to safetensors (once; this takes a while)", gguf_path.name)
     tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
-    loaded = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
+    loaded = AutoModelForCausalLM.from_pretrained(
+        gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32
+    )
     # save_pretrained refuses GGUF-loaded models: rebuild from the config, then save.
     fresh = AutoModelForCausalLM.from_config(loaded.config, dtype=torch.float32)
     fresh.load_state_dict(loaded.state_dict())
@@ -123,13 +133,16 @@ def load_model(
 
     quantize: None or "int8" (dynamic per-channel int8 of Linear layers, CPU only). Use it for
     the draft only: a quantized target's numerics depend on how many tokens a forward holds.
+    "auto" means int8 on CPU and none on CUDA.
     """
     check_device(device)
     torch_dtype = resolve_dtype(dtype, device)
     source, local = resolve_source(spec)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=not allow_download)
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, local_files_only=not allow_download)
+        model = AutoModelForCausalLM.from_pretrained(
+            source, dtype=torch_dtype, local_files_only=not allow_download
+        )
     except OSError as exc:
         if local:
             raise SpecBranchError(f"could not load model from {source}: {exc}") from None
@@ -138,6 +151,8 @@ def load_model(
             "Pass a local folder or .gguf file, or allow downloading with --allow-download."
         ) from None
     model.to(device).eval()
+    if quantize == "auto":
+        quantize = "int8" if device == "cpu" else None
     if quantize == "int8":
         model = quantize_int8(model)
     elif quantize is not None:
@@ -151,14 +166,16 @@ def quantize_int8(model: PreTrainedModel) -> PreTrainedModel:
         raise SpecBranchError("int8 dynamic quantization runs on CPU only")
     from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
-    return quantize_dynamic(model, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
+    with warnings.catch_warnings():  # torch marks quantized tensor creation as deprecated
+        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return quantize_dynamic(model, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
 
 
 def logits_width(model: PreTrainedModel) -> int:
-    """Number of logits the model outputs (its output embedding rows)."""
-    return model.get_output_embeddings().weight.shape[0] if hasattr(
-        model.get_output_embeddings(), "weight"
-    ) else model.config.vocab_size
+    """Number of logits the model outputs (rows of its output layer, padding included)."""
+    head = model.get_output_embeddings()
+    return getattr(head, "out_features", None) or model.config.vocab_size
 
 
 def context_length(model: PreTrainedModel) -> int:
@@ -238,7 +255,9 @@ class ModelPair:
         if tokenizer is not None and draft_tokenizer is not None:
             vocab = check_vocabularies(tokenizer, draft_tokenizer, target_width, draft_width)
         else:
-            vocab = check_vocab_widths(target_width, draft_width, len(tokenizer) if tokenizer is not None else None)
+            vocab = check_vocab_widths(
+                target_width, draft_width, len(tokenizer) if tokenizer is not None else None
+            )
         max_length = context_length(target)
         if draft is not None:
             max_length = min(max_length, context_length(draft))
@@ -268,13 +287,13 @@ def load_pair(
     device: str = "cpu",
     draft_device: str | None = None,
     dtype: str | torch.dtype | None = None,
-    draft_quantize: str | None = None,
+    draft_quantize: str | None = "auto",
     allow_download: bool = False,
 ) -> ModelPair:
     """Load a target and a draft: a built-in pair by name, or two model specs.
 
     With neither `pair` nor `target`, the default built-in pair is used. `draft` may be None
-    for AR-only use.
+    for AR-only use. draft_quantize: "auto" (int8 on CPU, the measured fast choice), "int8" or None.
     """
     from specbranch.builtin import DEFAULT_PAIR, builtin_pair
 

@@ -59,7 +59,7 @@ class CachedModel:
         The cache ends up holding all of seq.
         """
         self.crop(self.common_prefix(seq, len(seq) - n))
-        new = seq[len(self.tokens):]  # at least n tokens
+        new = seq[len(self.tokens) :]  # at least n tokens
         start = time.perf_counter()
         ids = torch.tensor([new], dtype=torch.long, device=self.device)  # [1, m]
         out = self.model(input_ids=ids, past_key_values=self.cache, use_cache=True, logits_to_keep=n)

@@ -68,7 +68,9 @@ def verify_deterministic_block(
     return len(tokens), sample(p[len(tokens)], generator)
 
 
-def verify_branch_roots(p_b: torch.Tensor, roots: list[int], generator: torch.Generator) -> tuple[int | None, int]:
+def verify_branch_roots(
+    p_b: torch.Tensor, roots: list[int], generator: torch.Generator
+) -> tuple[int | None, int]:
     """Rule 3: k distinct deterministic branch roots at the branch point.
 
     p_b: [V] target row at the branch point. Draw y ~ p_b. Returns (index of the root equal to y,

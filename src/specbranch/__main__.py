@@ -1,0 +1,5 @@
+import sys
+
+from specbranch.cli import main
+
+sys.exit(main())

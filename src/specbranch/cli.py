@@ -1,0 +1,204 @@
+"""The `specbranch` command line: `generate` (and the subcommands later issues add).
+
+Every command loads models offline by default (HF_HUB_OFFLINE=1 unless --allow-download) and
+prints user errors as one line, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+from specbranch.builtin import DEFAULT_PAIR, MODELS, PAIRS, installed_models
+from specbranch.decoders import METHODS
+from specbranch.errors import SpecBranchError
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """Options that choose and place the model pair (shared by every command)."""
+    group = parser.add_argument_group("models")
+    group.add_argument(
+        "--pair",
+        choices=sorted(PAIRS),
+        help=f"built-in offline model pair (default {DEFAULT_PAIR} when no --target is given)",
+    )
+    group.add_argument("--target", help="target model: local folder, .gguf file, builtin:NAME, or hub id")
+    group.add_argument(
+        "--draft", help="draft model (same forms as --target); must share the target's vocabulary"
+    )
+    group.add_argument(
+        "--device", default="cpu", help="device of the target, e.g. cpu, cuda, cuda:1 (default cpu)"
+    )
+    group.add_argument("--draft-device", help="device of the draft (default: same as --device)")
+    group.add_argument(
+        "--dtype",
+        default="auto",
+        choices=["auto", "float32", "bfloat16", "float16"],
+        help="weights dtype (default auto: float32 on CPU, bfloat16 on CUDA)",
+    )
+    group.add_argument(
+        "--draft-quantize",
+        default="auto",
+        choices=["auto", "int8", "none"],
+        help="dynamic int8 quantization of the draft only (default auto: int8 on CPU, none on CUDA)",
+    )
+    group.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    group.add_argument(
+        "--allow-download",
+        action="store_true",
+        help="allow fetching a hub id from the network (off by default: everything loads offline)",
+    )
+
+
+def add_sampling_options(parser: argparse.ArgumentParser) -> None:
+    """Sampling and stopping options (shared by generate and bench)."""
+    group = parser.add_argument_group("sampling")
+    group.add_argument(
+        "--max-new-tokens", type=int, default=128, help="tokens to generate at most (default 128)"
+    )
+    group.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default 0)")
+    group.add_argument("--top-k", type=int, default=0, help="keep the k most likely tokens (default 0 = off)")
+    group.add_argument(
+        "--top-p", type=float, default=1.0, help="nucleus sampling mass in (0, 1] (default 1 = off)"
+    )
+    group.add_argument(
+        "--seed", type=int, default=0, help="seed of the per-request random generators (default 0)"
+    )
+    group.add_argument("--chat", action="store_true", help="wrap the prompt in the tokenizer's chat template")
+
+
+def add_method_options(parser: argparse.ArgumentParser) -> None:
+    """Options of the speculative methods (speed only; never the output distribution)."""
+    group = parser.add_argument_group("speculative decoding")
+    group.add_argument("--gamma", type=int, default=4, help="draft length per round for sd (default 4)")
+    group.add_argument(
+        "--draft-sampling",
+        choices=["sample", "greedy"],
+        default="sample",
+        help="sample: draft x ~ q, verify with rule 1; greedy: draft argmax q, verify with rule 2 (default sample)",
+    )
+
+
+def load_from_args(args: argparse.Namespace):
+    """The ModelPair the model options describe."""
+    from specbranch.models import load_pair
+
+    if args.allow_download:
+        os.environ.pop("HF_HUB_OFFLINE", None)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    draft_needed = getattr(args, "method", "sd") != "ar" or args.draft is not None
+    print("loading models ...", file=sys.stderr, flush=True)
+    return load_pair(
+        args.target,
+        args.draft if draft_needed else None,
+        pair=args.pair,
+        device=args.device,
+        draft_device=args.draft_device,
+        dtype=args.dtype,
+        draft_quantize=None if args.draft_quantize == "none" else args.draft_quantize,
+        allow_download=args.allow_download,
+    )
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from specbranch.config import GenerationConfig, SamplingParams, SpeculativeConfig
+    from specbranch.engine import Engine
+
+    sampling = SamplingParams(args.temperature, args.top_k, args.top_p)
+    config = GenerationConfig(args.max_new_tokens, sampling, args.seed, tuple(args.stop or ()))
+    spec = SpeculativeConfig(args.gamma, args.draft_sampling)
+    pair = load_from_args(args)
+    if pair.tokenizer is None:
+        raise SpecBranchError("the model has no tokenizer; generate needs one to read the prompt")
+    with Engine(pair, args.method, spec) as engine:
+        result = None
+        for chunk in engine.stream(args.prompt, config, chat=args.chat):
+            if args.stream and not args.json:
+                print(chunk.text, end="", flush=True)
+            result = chunk.result or result
+    if args.json:
+        print(
+            json.dumps(
+                {"text": result.text, "token_ids": result.token_ids, "metrics": result.metrics.to_dict()}
+            )
+        )
+        return 0
+    print(("\n" if args.stream else result.text + "\n"), end="")
+    m = result.metrics
+    print(
+        f"[{args.method}] {m.new_tokens} tokens in {m.wall_seconds:.2f}s = {m.tokens_per_second:.2f} tok/s; "
+        f"mean accepted length {m.mean_accepted_length:.2f}; acceptance rate {m.acceptance_rate:.2f}; "
+        f"finish: {result.finish_reason}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    installed = installed_models()
+    print("built-in models:")
+    for name, model in MODELS.items():
+        print(f"  {name:22s} {'installed' if installed[name] else 'missing  '}  {model.description}")
+    print("built-in pairs (target <- draft):")
+    for name, (target, draft) in PAIRS.items():
+        print(f"  {name:22s} {target} <- {draft}{'  (default)' if name == DEFAULT_PAIR else ''}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="specbranch",
+        description="Lossless speculative decoding for Hugging Face causal LMs: "
+        "autoregressive, speculative (SD), PEARL and SpecBranch.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    gen = sub.add_parser(
+        "generate",
+        help="generate text from a prompt",
+        description="Generate a continuation of PROMPT. Output is exactly what the target alone would "
+        "produce (greedy) or has exactly its distribution (sampling); the method changes speed only.",
+    )
+    gen.add_argument("prompt", help="the prompt text")
+    gen.add_argument("--method", choices=METHODS, default="sd", help="decoding method (default sd)")
+    gen.add_argument("--stop", action="append", help="stop string (repeatable); the output ends before it")
+    gen.add_argument("--stream", action="store_true", help="print tokens as they are committed")
+    gen.add_argument(
+        "--json", action="store_true", help='print one JSON object {"text", "token_ids", "metrics"}'
+    )
+    add_model_options(gen)
+    add_sampling_options(gen)
+    add_method_options(gen)
+    gen.set_defaults(func=cmd_generate)
+
+    models = sub.add_parser("models", help="list built-in models and pairs and whether they are installed")
+    models.set_defaults(func=cmd_models)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `specbranch` command."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except SpecBranchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
