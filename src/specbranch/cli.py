@@ -78,7 +78,8 @@ def add_method_options(parser: argparse.ArgumentParser) -> None:
         "--draft-sampling",
         choices=["sample", "greedy"],
         default="sample",
-        help="sample: draft x ~ q, verify with rule 1; greedy: draft argmax q, verify with rule 2 (default sample)",
+        help="sample: draft x ~ q, verified by rule 1; greedy: draft argmax q, verified by rule 2 "
+        "(default sample)",
     )
 
 
