@@ -2,9 +2,10 @@
 
 A decoder owns its models' caches and random generators for one request. The driver calls
 `start(prompt_ids, sampling, seed)` once per request, then `step(seq, budget)` once per
-round, where seq is the committed sequence so far (prompt + generated) and budget the number of tokens still wanted. A step runs
-exactly one verifying target forward and returns the round's committed tokens (at least one)
-with its statistics. The driver truncates at EOS / stop strings / the budget.
+round, where seq is the committed sequence so far (prompt + generated) and budget the number
+of tokens still wanted. A step runs exactly one verifying target forward and returns the
+round's committed tokens (at least one) with its statistics. The driver truncates at EOS,
+stop strings and the budget.
 """
 
 from __future__ import annotations
