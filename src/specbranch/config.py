@@ -91,3 +91,45 @@ class GenerationConfig:
             raise SpecBranchError(f"seed must be an integer, got {self.seed!r}")
         if any(not isinstance(s, str) or not s for s in self.stop):
             raise SpecBranchError("stop strings must be non-empty strings")
+
+
+@dataclass(frozen=True)
+class ParallelConfig:
+    """Options of the parallel methods (PEARL, SpecBranch); speed only, never the output.
+
+    inline: run draft and target one after the other in this process (the reference; same
+        tokens as the two-process mode for the same seed and draft lengths).
+    k_max: most branches at a branch point; epsilon: draft confidence below which a branch
+        stops (SpecBranch only).
+    max_draft_len: branch length (PEARL: initial block); None = the measured cost ratio c.
+    draft_threads / target_threads: torch threads of the draft worker and of the caller (the
+        target side); None = half the cores each (one each on a 2-core machine).
+    draft_device: device of the draft worker (None = where the draft model is).
+    master_addr / master_port: rendezvous of the two processes (port 0 = any free port).
+    worker_timeout: seconds a reply from the draft worker may take before it counts as hung.
+    """
+
+    inline: bool = False
+    k_max: int = 4
+    epsilon: float = 0.2
+    max_draft_len: int | None = None
+    draft_threads: int | None = None
+    target_threads: int | None = None
+    draft_device: str | None = None
+    master_addr: str = "127.0.0.1"
+    master_port: int = 0
+    worker_timeout: float = 60.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.k_max, int) or self.k_max < 1:
+            raise SpecBranchError(f"k_max must be a whole number >= 1, got {self.k_max!r}")
+        if not isinstance(self.epsilon, int | float) or not 0.0 <= self.epsilon < 1.0:
+            raise SpecBranchError(f"epsilon must be in [0, 1), got {self.epsilon!r}")
+        for name in ("max_draft_len", "draft_threads", "target_threads"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise SpecBranchError(f"{name} must be a whole number >= 1, got {value!r}")
+        if not isinstance(self.worker_timeout, int | float) or self.worker_timeout <= 0:
+            raise SpecBranchError(f"worker_timeout must be > 0 seconds, got {self.worker_timeout!r}")
+        if not isinstance(self.master_port, int) or not 0 <= self.master_port < 65536:
+            raise SpecBranchError(f"master_port must be in [0, 65535], got {self.master_port!r}")

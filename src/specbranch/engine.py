@@ -187,6 +187,9 @@ class Engine:
         metrics.new_tokens = len(new)
         metrics.target_busy_seconds, metrics.draft_busy_seconds = self.decoder.busy_seconds()
         _, metrics.draft_forwards = self.decoder.forwards()
+        cost = getattr(self.decoder, "cost", None)
+        if cost is not None:
+            metrics.cost_ratio, metrics.draft_length = cost.ratio, self.decoder.policy.base_length
         result = GenerationResult(tracker.text, new, finish, len(prompt_ids), metrics)
         yield Chunk(tracker.release(final=True), chunk, result)
 

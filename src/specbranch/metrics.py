@@ -8,7 +8,9 @@ Terms (ALGORITHM.md, "Metrics"):
 - `rollback_rate` = drafted tokens discarded on the chosen path / drafted tokens on that path;
 - `draft_waste` = all discarded drafted tokens (unselected branches too) / all drafted tokens;
 - `branch_hit_rate` = rounds whose branch point hit a branch / rounds that branched;
-- `overlap_efficiency` = busy time of the busier side / wall time.
+- `overlap_efficiency` = busy time of the busier side / wall time;
+- `cost_ratio` = c, the measured T_target_verify / T_draft_step (parallel methods), and
+  `draft_length` the branch length it set (PEARL: the initial block).
 """
 
 from __future__ import annotations
@@ -53,6 +55,8 @@ class GenerationMetrics:
     prefill_seconds: float = 0.0
     target_busy_seconds: float = 0.0
     draft_busy_seconds: float = 0.0
+    cost_ratio: float = 0.0
+    draft_length: int = 0
     accept_lengths: list[int] = field(default_factory=list)
 
     def add_round(self, stats: RoundStats) -> None:

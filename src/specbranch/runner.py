@@ -1,10 +1,16 @@
 """A causal LM together with its KV cache, kept on a prefix of a token sequence.
 
-The runner remembers which token ids its cache holds. `logits_for(seq, n)` makes the cache
+The runner remembers which token ids its cache holds (`tokens`, the *linear* part).
+`logits_for(seq, n)` makes the cache
 hold all of `seq` and returns the logits of its last `n` positions: it rolls the cache back to
 the longest common prefix of what it holds and `seq` (never recomputing that prefix), then
 feeds only the rest. Rolling back after a rejection is therefore implicit: call it with the
 committed sequence and the rejected tail is cropped away.
+
+Branches (SpecBranch drafting) live in the same cache after the linear part, as a token tree:
+`tree_step` feeds one token per branch in one forward with a tree attention mask, so branches
+share the prefix KV instead of copying it. `keep_branch` moves the surviving branch's entries
+right after the prefix and drops the rest; only new positions are ever copied.
 """
 
 from __future__ import annotations
@@ -35,12 +41,16 @@ class CachedModel:
         self.busy_seconds = 0.0
         self.forwards = 0
 
+    def cache_length(self) -> int:
+        """Entries in the cache: the linear tokens plus any branch (tree) tokens after them."""
+        return self.cache.get_seq_length()
+
     def crop(self, length: int) -> None:
-        """Roll the cache back to its first `length` tokens."""
-        extra = len(self.tokens) - length
+        """Roll the cache back to its first `length` linear tokens (dropping any tree tokens)."""
+        extra = self.cache_length() - length
         if extra > 0:
             self.cache.crop(-extra)
-            del self.tokens[length:]
+        del self.tokens[length:]
 
     def common_prefix(self, seq: list[int], limit: int) -> int:
         """Length of the longest common prefix of the cached tokens and seq, at most limit."""
@@ -70,3 +80,52 @@ class CachedModel:
         self.forwards += 1
         self.tokens.extend(new)
         return logits
+
+    @torch.inference_mode()
+    def tree_step(self, tokens: list[int], ancestors: list[list[int]], depths: list[int]) -> torch.Tensor:
+        """Feed one token per branch in one forward; logits after each: [m, vocab_size].
+
+        tokens[i] sits `depths[i]` positions past the linear prefix and attends to the prefix,
+        to the cache entries listed in ancestors[i] (its branch's earlier tokens), and to itself.
+        Returns logits in the order of tokens; the new entries take the next cache slots.
+        """
+        prefix, base, m = len(self.tokens), self.cache_length(), len(tokens)
+        dtype = self.model.dtype if self.model.dtype.is_floating_point else torch.float32
+        allowed = torch.zeros(m, base + m, dtype=torch.bool)
+        allowed[:, :prefix] = True
+        for i, anc in enumerate(ancestors):
+            allowed[i, anc] = True
+            allowed[i, base + i] = True
+        mask = torch.zeros(1, 1, m, base + m, dtype=dtype)
+        mask.masked_fill_(~allowed, torch.finfo(dtype).min)  # [1, 1, m, base + m] additive
+        positions = torch.tensor([[prefix + d for d in depths]], device=self.device)  # [1, m]
+        start = time.perf_counter()
+        out = self.model(
+            input_ids=torch.tensor([tokens], device=self.device),
+            attention_mask=mask.to(self.device),
+            position_ids=positions,
+            past_key_values=self.cache,
+            use_cache=True,
+        )
+        logits = out.logits[0, :, : self.vocab_size]  # [m, V]
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.busy_seconds += time.perf_counter() - start
+        self.forwards += 1
+        return logits
+
+    @torch.inference_mode()
+    def keep_branch(self, positions: list[int], tokens: list[int]) -> None:
+        """Make the tree entries at `positions` (holding `tokens`) the continuation of the prefix.
+
+        Copies only those entries into the slots right after the prefix, then drops every other
+        tree entry.
+        """
+        prefix = len(self.tokens)
+        if positions != list(range(prefix, prefix + len(positions))):
+            index = torch.tensor(positions, device=self.device)
+            for layer in self.cache.layers:
+                layer.keys[..., prefix : prefix + len(positions), :] = layer.keys.index_select(-2, index)
+                layer.values[..., prefix : prefix + len(positions), :] = layer.values.index_select(-2, index)
+        self.tokens.extend(tokens)
+        self.crop(len(self.tokens))

@@ -38,34 +38,58 @@ def sampled_accept_probability(p: torch.Tensor, q: torch.Tensor, token: int) -> 
     return 1.0 if q_x <= 0.0 else min(1.0, float(p[token]) / q_x)
 
 
-def verify_sampled_block(
+def first_rejection_sampled(
     p: torch.Tensor, q: torch.Tensor, tokens: list[int], generator: torch.Generator
-) -> tuple[int, int]:
-    """Rule 1 over a block of sampled draft tokens.
+) -> tuple[int, int | None]:
+    """Rule 1 over pending sampled draft tokens, without a bonus token.
 
-    p: [n+1, V] target rows; q: [n, V] draft rows the tokens were sampled from; tokens: n ids.
-    Returns (accepted, next_token): the first `accepted` tokens are kept and `next_token` follows
-    them (the residual sample on a rejection, the bonus sample from p[n] when all pass).
+    p: [>= n, V] target rows; q: [n, V] the draft rows the tokens were sampled from.
+    Returns (accepted, correction): correction is the residual sample at the first rejection,
+    or None when all n tokens are accepted.
     """
     for i, token in enumerate(tokens):
         if _uniform(generator) >= sampled_accept_probability(p[i], q[i], token):
             return i, sample(residual(p[i], q[i]), generator)
-    return len(tokens), sample(p[len(tokens)], generator)
+    return len(tokens), None
 
 
-def verify_deterministic_block(
+def first_rejection_deterministic(
     p: torch.Tensor, tokens: list[int], generator: torch.Generator
-) -> tuple[int, int]:
-    """Rule 2 over a block of deterministic draft tokens (e.g. draft argmax).
+) -> tuple[int, int | None]:
+    """Rule 2 over pending deterministic draft tokens (e.g. draft argmax), without a bonus token.
 
-    p: [n+1, V]; tokens: n ids. Draw y ~ p[i]; keep the token iff y equals it, else y is the
-    correction. At temperature 0, y is the target argmax. Returns (accepted, next_token).
+    Draw y ~ p[i]; keep the token iff y equals it, else y is the correction. At temperature 0,
+    y is the target argmax. Returns (accepted, correction or None when all are accepted).
     """
     for i, token in enumerate(tokens):
         y = sample(p[i], generator)
         if y != token:
             return i, y
-    return len(tokens), sample(p[len(tokens)], generator)
+    return len(tokens), None
+
+
+def verify_sampled_block(
+    p: torch.Tensor, q: torch.Tensor, tokens: list[int], generator: torch.Generator
+) -> tuple[int, int]:
+    """Rule 1 over a block of sampled draft tokens, plus the bonus token.
+
+    p: [n+1, V] target rows; q: [n, V]. Returns (accepted, next_token): the first `accepted`
+    tokens are kept and `next_token` follows them (the residual sample on a rejection, the
+    bonus sample from p[n] when all pass).
+    """
+    accepted, correction = first_rejection_sampled(p, q, tokens, generator)
+    return accepted, correction if correction is not None else sample(p[accepted], generator)
+
+
+def verify_deterministic_block(
+    p: torch.Tensor, tokens: list[int], generator: torch.Generator
+) -> tuple[int, int]:
+    """Rule 2 over a block of deterministic draft tokens, plus the bonus token.
+
+    p: [n+1, V]; tokens: n ids. Returns (accepted, next_token).
+    """
+    accepted, correction = first_rejection_deterministic(p, tokens, generator)
+    return accepted, correction if correction is not None else sample(p[accepted], generator)
 
 
 def verify_branch_roots(

@@ -1,0 +1,179 @@
+"""The draft side of the parallel methods (PEARL and SpecBranch): it proposes branches.
+
+Terms (ALGORITHM.md): X = committed tokens, U = pending tokens (drafted, not yet verified),
+b = the branch point right after X + U. Each round the draft receives a `Decision` (what the
+target committed last round and which tokens stay pending) and answers with a `Proposal`:
+
+  1. apply the decision: keep the KV of the surviving branch (only its new positions move),
+     drop every other branch, so the draft cache holds X + U;
+  2. q_b = draft distribution at b; k = max(1, floor(k_max * (1 - max q_b))) roots: the top-k
+     tokens of q_b (deterministic drafting, verified with rule 3) or k i.i.d. samples from q_b
+     (sampled drafting, rule 4). *Confidence* max q is read from the draft's own softmax
+     (temperature 1, no truncation), so it is informative at temperature 0 too;
+  3. extend all branches together, one batched tree forward per step (`CachedModel.tree_step`:
+     the branches share the prefix KV), up to `max_len` tokens per branch, root included.
+     A branch stops at EOS, or at its first position whose draft confidence max q < epsilon
+     (that position is the natural next branch point; nothing is drafted there).
+
+The draft never decides anything about acceptance: it only needs the target's decision.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from specbranch.config import SamplingParams
+from specbranch.runner import CachedModel
+from specbranch.sampling import make_generator, process_logits, sample
+
+
+@dataclass
+class DraftRequest:
+    """Per-request settings the draft needs (sent once, at the start of a request).
+
+    sampled: draft by sampling (x ~ q; the target needs q rows for rules 1 and 4) rather than
+        deterministically (argmax q, top-k roots; rules 2 and 3).
+    k_max: most branches at a branch point; epsilon: confidence below which a branch stops.
+    """
+
+    prompt_ids: list[int]
+    sampling: SamplingParams
+    seed: int
+    sampled: bool
+    k_max: int = 1
+    epsilon: float = 0.0
+
+
+@dataclass
+class Decision:
+    """The target's verdict on the previous round, which starts the next draft round.
+
+    commit: tokens appended to X since the last decision; pending: the new U, which continues
+    branch `branch` of the previous proposal right after its root (branch = -1: U is empty);
+    max_len: the longest branch (root included) to draft this round.
+    """
+
+    commit: list[int]
+    pending: list[int]
+    branch: int
+    max_len: int
+
+
+@dataclass
+class Proposal:
+    """What the draft built from the branch point b.
+
+    branches[i] starts with root i. q_pending: [|U|, V] draft rows the pending tokens were
+    sampled from; q_b: [V] the draft distribution at b (both only when drafting is sampled).
+    busy_seconds / forwards: the draft side's running totals for this request.
+    """
+
+    branches: list[list[int]]
+    q_pending: torch.Tensor | None = None
+    q_b: torch.Tensor | None = None
+    busy_seconds: float = 0.0
+    forwards: int = 0
+
+    @property
+    def roots(self) -> list[int]:
+        return [branch[0] for branch in self.branches]
+
+
+@dataclass
+class _Branch:
+    """A branch in the draft's token tree: its tokens, their cache slots, their q rows."""
+
+    tokens: list[int]
+    slots: list[int] = field(default_factory=list)  # cache positions of the fed tokens
+    rows: list[torch.Tensor] = field(default_factory=list)  # q rows of tokens[1:]
+    open: bool = True
+
+
+def confidence(logits: torch.Tensor) -> float:
+    """The draft's confidence at a position: max of softmax(logits), logits [V]."""
+    return float(logits.float().softmax(-1).max())
+
+
+class BranchDrafter:
+    """Runs the draft model for one request at a time; see the module docstring."""
+
+    def __init__(self, runner: CachedModel, eos_ids: frozenset[int]) -> None:
+        self.runner = runner
+        self.eos_ids = eos_ids
+
+    def start(self, request: DraftRequest) -> None:
+        """Reset for a new request (the first decision commits the prompt)."""
+        self.runner.reset()
+        self.request = request
+        self.generator = make_generator(request.seed, "draft")
+        self.committed: list[int] = []  # X
+        self.known: list[int] = []  # X + U
+        self.branches: list[_Branch] = []
+
+    def round(self, decision: Decision) -> Proposal:
+        """Apply the decision, then draft branches from the new branch point."""
+        q_pending = self._apply(decision)
+        logits = self.runner.logits_for(self.known, 1)[0]  # [V]
+        q_b = process_logits(logits, self.request.sampling)  # [V]
+        self.branches = [_Branch([root]) for root in self._roots(logits, q_b)]
+        self._extend(decision.max_len)
+        return Proposal(
+            branches=[b.tokens for b in self.branches],
+            q_pending=q_pending,
+            q_b=q_b if self.request.sampled else None,
+            busy_seconds=self.runner.busy_seconds,
+            forwards=self.runner.forwards,
+        )
+
+    def _apply(self, decision: Decision) -> torch.Tensor | None:
+        """Update X + U and the cache; return the q rows of the new pending tokens."""
+        vocab = self.runner.vocab_size
+        rows = torch.zeros(0, vocab) if self.request.sampled else None
+        if decision.branch >= 0:
+            branch = self.branches[decision.branch]
+            kept = len(decision.pending)
+            if branch.tokens[1 : 1 + kept] != decision.pending:
+                raise ValueError("pending tokens do not continue the chosen branch")
+            fed = branch.slots[: 1 + kept]  # root and kept tokens that already have KV
+            self.runner.keep_branch(fed, branch.tokens[: len(fed)])
+            if self.request.sampled and kept:
+                rows = torch.stack(branch.rows[:kept])  # [kept, V]
+        else:
+            self.runner.crop(len(self.runner.tokens))  # drop every branch
+        self.committed.extend(decision.commit)
+        self.known = self.committed + decision.pending
+        self.branches = []
+        return rows
+
+    def _roots(self, logits: torch.Tensor, q_b: torch.Tensor) -> list[int]:
+        """k roots at the branch point: top-k (deterministic) or k i.i.d. samples from q_b."""
+        k = max(1, math.floor(self.request.k_max * (1.0 - confidence(logits))))
+        if self.request.sampled:
+            return [sample(q_b, self.generator) for _ in range(k)]
+        return torch.topk(logits, k).indices.tolist()
+
+    def _extend(self, max_len: int) -> None:
+        """Grow all open branches one token per batched tree forward, up to max_len tokens."""
+        for branch in self.branches:
+            branch.open = max_len > 1 and branch.tokens[0] not in self.eos_ids
+        while any(b.open for b in self.branches):
+            active = [b for b in self.branches if b.open]
+            base = self.runner.cache_length()
+            logits = self.runner.tree_step(
+                [b.tokens[-1] for b in active],
+                [b.slots for b in active],
+                [len(b.tokens) - 1 for b in active],
+            )  # [m, V]
+            q = process_logits(logits, self.request.sampling)  # [m, V]
+            for i, branch in enumerate(active):
+                branch.slots.append(base + i)
+                if confidence(logits[i]) < self.request.epsilon:
+                    branch.open = False
+                    continue
+                token = sample(q[i], self.generator) if self.request.sampled else int(q[i].argmax())
+                branch.tokens.append(token)
+                branch.rows.append(q[i])
+                branch.open = len(branch.tokens) < max_len and token not in self.eos_ids

@@ -1,0 +1,176 @@
+"""The target side of the parallel methods: one round of branch-parallel speculative decoding.
+
+PEARL and SpecBranch share this loop; they differ only in their `BranchPolicy` (how many
+branches, when a branch stops, how long to draft). One round (ALGORITHM.md, "SpecBranch"):
+
+  1. send the draft the previous round's decision (committed tokens, the new pending U);
+  2. target forward over U and the branch point b      } at the same time, in two processes
+     draft: branches from b (`BranchDrafter.round`)     } (or one after the other, inline);
+  3. receive the draft's proposal (roots, branches, and q rows when drafting is sampled);
+  4. decide, here and only here: rule 1/2 over U; on the first rejection commit the verified
+     part plus the correction and drop every branch; if all of U passes, rule 3/4 at b: on a
+     hit commit U plus the root and the rest of that branch becomes the next U, on a miss
+     commit U plus the target's token and the next U is empty.
+
+The KV caches roll back implicitly: the target's via `CachedModel.logits_for` (crop to the
+common prefix), the draft's when it applies the next decision.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from specbranch.config import SamplingParams
+from specbranch.decoders.drafter import BranchDrafter, Decision, DraftRequest, Proposal
+from specbranch.metrics import RoundStats
+from specbranch.probe import CostRatio
+from specbranch.runner import CachedModel
+from specbranch.sampling import make_generator, process_logits
+from specbranch.verify import (
+    first_rejection_deterministic,
+    first_rejection_sampled,
+    verify_branch_roots,
+    verify_sampled_roots,
+)
+
+
+class BranchPolicy(Protocol):
+    """How a method drafts: branches per branch point, confidence cut-off, branch length.
+
+    Uses only information from before verification, so it changes speed, never the output.
+    """
+
+    k_max: int
+    epsilon: float
+    base_length: int  # the configured or measured branch length (PEARL: the initial block)
+
+    def reset(self) -> None:
+        """Start of a request."""
+
+    def draft_length(self) -> int:
+        """Longest branch (root included) to draft this round."""
+
+    def update(self, fully_accepted: bool) -> None:
+        """Learn from the round just decided (every drafted token on the path accepted or not)."""
+
+
+class DraftLink(Protocol):
+    """The target's line to the draft: a worker process or an in-process drafter."""
+
+    def start(self, request: DraftRequest) -> None:
+        """Begin a request on the draft side."""
+
+    def send(self, decision: Decision) -> None:
+        """Hand over a decision; the draft starts drafting from it."""
+
+    def receive(self) -> Proposal:
+        """Wait for the draft's proposal for this round."""
+
+    def close(self) -> None:
+        """Stop the draft side."""
+
+
+class InlineLink:
+    """The draft in the caller's process, run when the proposal is asked for (serial rounds)."""
+
+    def __init__(self, drafter: BranchDrafter) -> None:
+        self.drafter = drafter
+        self.decision: Decision | None = None
+
+    def start(self, request: DraftRequest) -> None:
+        self.drafter.start(request)
+
+    def send(self, decision: Decision) -> None:
+        self.decision = decision
+
+    def receive(self) -> Proposal:
+        assert self.decision is not None, "send a decision first"
+        return self.drafter.round(self.decision)
+
+    def close(self) -> None:
+        pass
+
+
+class ParallelDecoder:
+    """Branch-parallel speculative decoding, target side (verification happens here).
+
+    draft_sampling: "sample" drafts x ~ q (rules 1 and 4, q rows cross over) or "greedy"
+    drafts argmax/top-k (rules 2 and 3, only token ids cross over). At temperature 0 the
+    deterministic rules are always used. cost: the measured cost ratio (reported).
+    """
+
+    def __init__(
+        self,
+        target: CachedModel,
+        link: DraftLink,
+        policy: BranchPolicy,
+        draft_sampling: str,
+        cost: CostRatio | None = None,
+    ) -> None:
+        self.target, self.link, self.policy, self.cost = target, link, policy, cost
+        self.draft_sampling = draft_sampling
+        self.draft_busy, self.draft_forwards = 0.0, 0
+
+    def start(self, prompt_ids: list[int], sampling: SamplingParams, seed: int) -> None:
+        self.target.reset()
+        self.policy.reset()
+        self.sampling = sampling
+        self.sampled = self.draft_sampling == "sample" and not sampling.greedy
+        self.verify_gen = make_generator(seed, "verify")
+        self.pending: list[int] = []  # U
+        self.branch = -1  # which branch of the last proposal U continues
+        self.told = 0  # committed tokens the draft has been told about
+        self.draft_busy, self.draft_forwards = 0.0, 0
+        policy = self.policy
+        self.link.start(DraftRequest(prompt_ids, sampling, seed, self.sampled, policy.k_max, policy.epsilon))
+
+    def step(self, seq: list[int], budget: int) -> RoundStats:
+        pending = self.pending
+        # Branch tokens past the budget could never be committed.
+        max_len = max(1, min(self.policy.draft_length(), budget - len(pending)))
+        self.link.send(Decision(seq[self.told :], pending, self.branch, max_len))
+        self.told = len(seq)
+        logits = self.target.logits_for(seq + pending, len(pending) + 1)
+        p = process_logits(logits, self.sampling)  # [|U|+1, V]
+        proposal = self.link.receive()
+        self.draft_busy, self.draft_forwards = proposal.busy_seconds, proposal.forwards
+
+        if self.sampled:
+            accepted, correction = first_rejection_sampled(p, proposal.q_pending, pending, self.verify_gen)
+        else:
+            accepted, correction = first_rejection_deterministic(p, pending, self.verify_gen)
+        stats = RoundStats(
+            committed=[],
+            verified=len(pending),
+            accepted=accepted,
+            drafted_total=sum(len(b) for b in proposal.branches),
+        )
+        self.pending, self.branch = [], -1
+        if correction is not None:  # rejected inside U: every branch drafted from b is lost
+            stats.committed = pending[:accepted] + [correction]
+            stats.drafted = len(pending) + len(proposal.branches[0])
+        else:
+            if self.sampled:
+                hit, token = verify_sampled_roots(p[-1], proposal.q_b, proposal.roots, self.verify_gen)
+            else:
+                hit, token = verify_branch_roots(p[-1], proposal.roots, self.verify_gen)
+            stats.committed = pending + [token]
+            stats.verified += 1
+            stats.branched, stats.branch_hit = True, hit is not None
+            if hit is None:
+                stats.drafted = len(pending) + len(proposal.branches[0])
+            else:  # the root counts now; the rest of its branch is counted when verified
+                stats.accepted += 1
+                stats.drafted = len(pending) + 1
+                self.pending, self.branch = proposal.branches[hit][1:], hit
+        self.policy.update(correction is None and stats.branch_hit)
+        return stats
+
+    def busy_seconds(self) -> tuple[float, float]:
+        return self.target.busy_seconds, self.draft_busy
+
+    def forwards(self) -> tuple[int, int]:
+        return self.target.forwards, self.draft_forwards
+
+    def close(self) -> None:
+        self.link.close()

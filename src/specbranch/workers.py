@@ -1,0 +1,296 @@
+"""The two-process runtime: the draft in its own spawned process, the target in the caller's.
+
+The caller (target side, where verification is decided) spawns one draft worker and talks to
+it over a `torch.distributed` process group of two ranks: gloo on CPU, NCCL when both sides
+sit on different CUDA devices. The group is built from its own TCP store, so several engines
+(each with a worker) can coexist in one process.
+
+Only decisions and tokens cross the boundary, plus the draft probability rows rule 1 and rule 4
+need when drafting is sampled. Each message is a fixed header, then int64 values, float64
+values and float32 rows (`_Channel`). Every receive on the caller's side is bounded by
+`timeout`: a worker that dies surfaces at once (the connection closes), one that hangs after
+`timeout` seconds, both as `WorkerError`. `close()` stops the worker and reaps it; a finalizer
+kills it if the caller forgets.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+import weakref
+from dataclasses import asdict, dataclass
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+
+from specbranch.config import SamplingParams
+from specbranch.decoders.drafter import BranchDrafter, Decision, DraftRequest, Proposal
+from specbranch.errors import WorkerError
+from specbranch.probe import forward_seconds
+from specbranch.runner import CachedModel
+
+START, DECISION, PROPOSAL, STOP, HELLO, ERROR = range(6)
+_HEADER = 5  # kind, n_ints, n_floats, n_rows, n_cols
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    """Where and how the draft worker runs.
+
+    threads: torch threads in the draft worker; device: its device (None: the draft's own);
+    master_addr / master_port: rendezvous of the two ranks (port 0 picks a free port);
+    timeout: seconds any receive from the worker may take before it counts as hung;
+    startup_timeout: seconds the worker may take to start and load the draft.
+    """
+
+    threads: int = 1
+    device: str | None = None
+    master_addr: str = "127.0.0.1"
+    master_port: int = 0
+    timeout: float = 60.0
+    startup_timeout: float = 300.0
+
+
+class _Channel:
+    """Typed messages over a two-rank process group (peer = the other rank)."""
+
+    def __init__(self, group: dist.ProcessGroup, peer: int, device: torch.device) -> None:
+        self.group, self.peer, self.device = group, peer, device
+
+    def _send(self, tensor: torch.Tensor) -> None:
+        self.group.send([tensor.to(self.device).contiguous()], self.peer, 0).wait()
+
+    def _recv(self, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+        tensor = torch.empty(shape, dtype=dtype, device=self.device)
+        self.group.recv([tensor], self.peer, 0).wait()
+        return tensor.cpu()
+
+    def send(
+        self, kind: int, ints: list[int] = (), floats: list[float] = (), rows: torch.Tensor | None = None
+    ) -> None:
+        n_rows, n_cols = (rows.shape[0], rows.shape[1]) if rows is not None else (0, 0)
+        self._send(torch.tensor([kind, len(ints), len(floats), n_rows, n_cols], dtype=torch.long))
+        if ints:
+            self._send(torch.tensor(list(ints), dtype=torch.long))
+        if floats:
+            self._send(torch.tensor(list(floats), dtype=torch.float64))
+        if n_rows:
+            self._send(rows.float())
+
+    def recv(self) -> tuple[int, list[int], list[float], torch.Tensor | None]:
+        kind, n_ints, n_floats, n_rows, n_cols = self._recv((_HEADER,), torch.long).tolist()
+        ints = self._recv((n_ints,), torch.long).tolist() if n_ints else []
+        floats = self._recv((n_floats,), torch.float64).tolist() if n_floats else []
+        rows = self._recv((n_rows, n_cols), torch.float32) if n_rows else None
+        return kind, ints, floats, rows
+
+
+def _group(store: dist.Store, rank: int, backend: str, timeout: timedelta) -> dist.ProcessGroup:
+    prefixed = dist.PrefixStore("specbranch", store)
+    if backend == "nccl":
+        return dist.ProcessGroupNCCL(prefixed, rank, 2)
+    return dist.ProcessGroupGloo(prefixed, rank, 2, timeout)
+
+
+# --- draft worker (rank 1) ---------------------------------------------------------------
+
+
+def _decode_request(ints: list[int], floats: list[float]) -> DraftRequest:
+    seed, sampled, k_max, top_k, *prompt = ints
+    temperature, top_p, epsilon = floats
+    sampling = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p)
+    return DraftRequest(prompt, sampling, seed, bool(sampled), k_max, epsilon)
+
+
+def _decode_decision(ints: list[int]) -> Decision:
+    branch, max_len, n_commit, *tokens = ints
+    return Decision(tokens[:n_commit], tokens[n_commit:], branch, max_len)
+
+
+def _encode_proposal(proposal: Proposal) -> tuple[list[int], list[float], torch.Tensor | None]:
+    ints = [proposal.forwards, len(proposal.branches)] + [len(b) for b in proposal.branches]
+    ints += [t for b in proposal.branches for t in b]
+    rows = None
+    if proposal.q_b is not None:
+        rows = torch.cat([proposal.q_pending, proposal.q_b[None]])  # [|U|+1, V]
+    return ints, [proposal.busy_seconds], rows
+
+
+def draft_worker_main(
+    model_file: str, vocab_size: int, eos_ids: list[int], options: WorkerOptions, port: int, backend: str
+) -> None:
+    """Body of the draft process (`python -m specbranch.workers SETTINGS_JSON`)."""
+    torch.set_num_threads(options.threads)
+    store = dist.TCPStore(options.master_addr, port, 2, False, timedelta(seconds=options.startup_timeout))
+    try:
+        model = torch.load(model_file, weights_only=False)
+        os.unlink(model_file)
+        if options.device is not None:
+            model = model.to(options.device)
+        runner = CachedModel(model, vocab_size)
+        drafter = BranchDrafter(runner, frozenset(eos_ids))
+        step_seconds = forward_seconds(runner, new_tokens=1)
+    except Exception:
+        store.set("error", traceback.format_exc())
+        raise
+    store.set("ready", "1")
+    device = runner.device if backend == "nccl" else torch.device("cpu")
+    channel = _Channel(_group(store, 1, backend, timedelta(days=365)), 0, device)
+    channel.send(HELLO, floats=[step_seconds])
+    while True:
+        try:
+            kind, ints, floats, _ = channel.recv()
+        except Exception:  # the caller went away: nothing left to serve
+            return
+        if kind == STOP:
+            return
+        try:
+            if kind == START:
+                drafter.start(_decode_request(ints, floats))
+            elif kind == DECISION:
+                channel.send(PROPOSAL, *_encode_proposal(drafter.round(_decode_decision(ints))))
+        except Exception:
+            channel.send(ERROR, list(traceback.format_exc().encode()))
+            return
+
+
+# --- caller side (rank 0) ----------------------------------------------------------------
+
+
+def _kill(process: subprocess.Popen, model_file: str) -> None:
+    if process.poll() is None:
+        process.kill()
+        process.wait(5)
+    if os.path.exists(model_file):
+        os.unlink(model_file)
+
+
+class WorkerLink:
+    """A `DraftLink` to a draft worker process; see the module docstring.
+
+    draft_seconds: the worker's measured time of one draft step (for the cost ratio).
+    """
+
+    def __init__(
+        self,
+        draft: torch.nn.Module,
+        vocab_size: int,
+        eos_ids: frozenset[int],
+        options: WorkerOptions,
+        target_device: torch.device,
+    ) -> None:
+        draft_device = torch.device(options.device or next(draft.parameters()).device)
+        both_cuda = draft_device.type == "cuda" and target_device.type == "cuda"
+        backend = "nccl" if both_cuda and draft_device != target_device else "gloo"
+        self.backend, self.timeout, self.broken = backend, options.timeout, False
+        handle, self.model_file = tempfile.mkstemp(prefix="specbranch-draft-", suffix=".pt")
+        with os.fdopen(handle, "wb") as f:
+            torch.save(draft, f)
+        store = dist.TCPStore(
+            options.master_addr, options.master_port, 2, True, timedelta(seconds=options.startup_timeout),
+            wait_for_workers=False,
+        )
+        settings = {
+            "model_file": self.model_file,
+            "vocab_size": vocab_size,
+            "eos_ids": sorted(eos_ids),
+            "options": asdict(options),
+            "port": store.port,
+            "backend": backend,
+        }
+        self.process = subprocess.Popen([sys.executable, "-m", "specbranch.workers", json.dumps(settings)])
+        self._finalizer = weakref.finalize(self, _kill, self.process, self.model_file)
+        self._wait_ready(store, options.startup_timeout)
+        group = _group(store, 0, backend, timedelta(seconds=options.timeout))
+        self.channel = _Channel(group, 1, draft_device if backend == "nccl" else torch.device("cpu"))
+        self.store = store
+        (self.draft_seconds,) = self._expect(HELLO)[1]
+
+    def _wait_ready(self, store: dist.Store, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not store.check(["ready"]):
+            if store.check(["error"]):
+                message = store.get("error").decode()
+                self._abort()
+                raise WorkerError(f"the draft worker failed to start:\n{message}")
+            if self.process.poll() is not None:
+                self._abort()
+                code = self.process.returncode
+                raise WorkerError(f"the draft worker exited during start-up (exit code {code})")
+            if time.monotonic() > deadline:
+                self._abort()
+                raise WorkerError(f"the draft worker did not start within {timeout:.0f} s")
+            time.sleep(0.02)
+
+    def _expect(self, kind: int) -> tuple[list[int], list[float], torch.Tensor | None]:
+        try:
+            got, ints, floats, rows = self.channel.recv()
+        except Exception as exc:  # gloo raises RuntimeError/DistBackendError on close or timeout
+            alive = self.process.poll() is None
+            self._abort()
+            why = f"hung for more than {self.timeout:.0f} s" if alive else "died"
+            raise WorkerError(f"the draft worker {why} ({exc.__class__.__name__}: {exc})") from exc
+        if got == ERROR:
+            self._abort()
+            raise WorkerError("the draft worker failed:\n" + bytes(ints).decode(errors="replace"))
+        if got != kind:
+            self._abort()
+            raise WorkerError(f"protocol error: expected message {kind}, got {got}")
+        return ints, floats, rows
+
+    def _send(self, kind: int, ints: list[int] = (), floats: list[float] = ()) -> None:
+        if self.process.poll() is not None:
+            self._abort()
+            raise WorkerError(f"the draft worker died (exit code {self.process.returncode})")
+        try:
+            self.channel.send(kind, ints, floats)
+        except Exception as exc:
+            self._abort()
+            raise WorkerError(f"the draft worker died ({exc.__class__.__name__}: {exc})") from exc
+
+    def start(self, request: DraftRequest) -> None:
+        s = request.sampling
+        ints = [request.seed, int(request.sampled), request.k_max, s.top_k] + list(request.prompt_ids)
+        self._send(START, ints, [s.temperature, s.top_p, request.epsilon])
+
+    def send(self, decision: Decision) -> None:
+        ints = [decision.branch, decision.max_len, len(decision.commit)] + decision.commit + decision.pending
+        self._send(DECISION, ints)
+
+    def receive(self) -> Proposal:
+        ints, floats, rows = self._expect(PROPOSAL)
+        forwards, k, *rest = ints
+        lengths, flat = rest[:k], rest[k:]
+        branches, at = [], 0
+        for n in lengths:
+            branches.append(flat[at : at + n])
+            at += n
+        q_pending, q_b = (rows[:-1], rows[-1]) if rows is not None else (None, None)
+        return Proposal(branches, q_pending, q_b, floats[0], forwards)
+
+    def _abort(self) -> None:
+        """Kill the worker without talking to it (the link is broken)."""
+        self.broken = True
+        self._finalizer()
+
+    def close(self) -> None:
+        """Stop the worker (politely, then by force) and reap it; safe to call twice."""
+        if self.process.poll() is None and hasattr(self, "channel") and not self.broken:
+            with contextlib.suppress(Exception):  # the worker is already gone or the link broke
+                self.channel.send(STOP)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(5)
+        self._finalizer()
+
+
+if __name__ == "__main__":
+    _settings = json.loads(sys.argv[1])
+    _settings["options"] = WorkerOptions(**_settings["options"])
+    draft_worker_main(**_settings)
