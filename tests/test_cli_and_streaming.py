@@ -54,6 +54,28 @@ def test_int8_draft_keeps_output_exact(folders, capsys):
     assert sd["token_ids"] == ar["token_ids"]
 
 
+@pytest.mark.parametrize(
+    "method,extra",
+    [("pearl", ["--max-draft-len", "3"]), ("specbranch", ["--k-max", "3", "--epsilon", "0.1"])],
+)
+def test_parallel_methods_with_int8_draft_worker_equal_ar(folders, capsys, method, extra):
+    target, draft = folders
+    common = ["hello", "--target", target, "--draft", draft, "--max-new-tokens", "16"]
+    ar = cli_json(capsys, *common, "--method", "ar")
+    out = cli_json(capsys, *common, "--method", method, "--draft-quantize", "int8", *extra)
+    assert out["token_ids"] == ar["token_ids"]
+    assert out["metrics"]["cost_ratio"] > 0
+
+
+def test_parallel_flags_are_refused_for_other_methods(folders, capsys):
+    target, draft = folders
+    common = ["generate", "hello", "--target", target, "--draft", draft]
+    assert main([*common, "--method", "sd", "--inline"]) == 2
+    assert "--inline" in capsys.readouterr().err
+    assert main([*common, "--method", "pearl", "--k-max", "3"]) == 2
+    assert "specbranch only" in capsys.readouterr().err
+
+
 def test_stream_prints_the_same_text(folders, capsys):
     target, draft = folders
     common = ["hello", "--target", target, "--draft", draft, "--max-new-tokens", "20"]
@@ -98,6 +120,16 @@ def test_help_explains_every_option():
         "--chat",
         "--stream",
         "--json",
+        "--inline",
+        "--k-max",
+        "--epsilon",
+        "--max-draft-len",
+        "--draft-sampling",
+        "--draft-threads",
+        "--target-threads",
+        "--master-addr",
+        "--master-port",
+        "--worker-timeout",
     ):
         assert flag in sub.format_help()
 

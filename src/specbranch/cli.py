@@ -78,9 +78,67 @@ def add_method_options(parser: argparse.ArgumentParser) -> None:
         "--draft-sampling",
         choices=["sample", "greedy"],
         default="sample",
-        help="sample: draft x ~ q, verified by rule 1; greedy: draft argmax q, verified by rule 2 "
-        "(default sample)",
+        help="sample: draft x ~ q, verified by rule 1 (roots: k samples, rule 4); greedy: draft "
+        "argmax q, verified by rule 2 (roots: draft top-k, rule 3) (default sample; at temperature 0 "
+        "both are the greedy rules)",
     )
+    group = parser.add_argument_group("parallel methods (pearl, specbranch)")
+    group.add_argument(
+        "--inline",
+        action="store_true",
+        help="run draft and target one after the other in this process instead of a draft worker "
+        "process (same tokens for the same seed; slower; the fallback for a single device)",
+    )
+    group.add_argument(
+        "--k-max", type=int, help="specbranch: most branches at a branch point, k = max(1, floor(k_max * "
+        "(1 - draft confidence))) (default 4)"
+    )
+    group.add_argument(
+        "--epsilon",
+        type=float,
+        help="specbranch: a branch stops at its first position with draft confidence below this "
+        "(default 0.2)",
+    )
+    group.add_argument(
+        "--max-draft-len",
+        type=int,
+        help="branch length (pearl: initial block, grows to 2x while accepted) (default: the measured "
+        "cost ratio c = target verify time / draft step time)",
+    )
+    group.add_argument(
+        "--draft-threads", type=int, help="torch threads of the draft worker (default: half the cores)"
+    )
+    group.add_argument(
+        "--target-threads", type=int, help="torch threads of the target side (default: the other half)"
+    )
+    group.add_argument(
+        "--master-addr", help="rendezvous address of the two processes (default 127.0.0.1)"
+    )
+    group.add_argument("--master-port", type=int, help="rendezvous port (default 0: any free port)")
+    group.add_argument(
+        "--worker-timeout",
+        type=float,
+        help="seconds a draft worker may take to answer before it counts as hung (default 60)",
+    )
+
+
+PARALLEL_FLAGS = (
+    "inline", "k_max", "epsilon", "max_draft_len", "draft_threads", "target_threads", "master_addr",
+    "master_port", "worker_timeout",
+)
+
+
+def method_options(args: argparse.Namespace) -> dict:
+    """Engine options for the chosen method from the parallel-method flags that were given."""
+    if args.method not in ("pearl", "specbranch"):
+        given = [f"--{f.replace('_', '-')}" for f in PARALLEL_FLAGS if getattr(args, f) not in (None, False)]
+        if given:
+            raise SpecBranchError(f"{', '.join(given)} apply to --method pearl or specbranch only")
+        return {}
+    options = {f: getattr(args, f) for f in PARALLEL_FLAGS if getattr(args, f) not in (None, False)}
+    if args.method == "pearl" and {"k_max", "epsilon"} & set(options):
+        raise SpecBranchError("--k-max and --epsilon apply to --method specbranch only")
+    return options
 
 
 def load_from_args(args: argparse.Namespace):
@@ -114,10 +172,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
     sampling = SamplingParams(args.temperature, args.top_k, args.top_p)
     config = GenerationConfig(args.max_new_tokens, sampling, args.seed, tuple(args.stop or ()))
     spec = SpeculativeConfig(args.gamma, args.draft_sampling)
+    options = method_options(args)
     pair = load_from_args(args)
     if pair.tokenizer is None:
         raise SpecBranchError("the model has no tokenizer; generate needs one to read the prompt")
-    with Engine(pair, args.method, spec) as engine:
+    with Engine(pair, args.method, spec, **options) as engine:
         result = None
         for chunk in engine.stream(args.prompt, config, chat=args.chat):
             if args.stream and not args.json:
@@ -138,6 +197,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
         f"finish: {result.finish_reason}",
         file=sys.stderr,
     )
+    if m.cost_ratio:
+        print(
+            f"  cost ratio c = {m.cost_ratio:.2f} -> draft length {m.draft_length}; rollback rate "
+            f"{m.rollback_rate:.2f}; branch hit rate {m.branch_hit_rate:.2f}; overlap efficiency "
+            f"{m.overlap_efficiency:.2f}",
+            file=sys.stderr,
+        )
     return 0
 
 

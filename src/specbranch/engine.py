@@ -167,7 +167,6 @@ class Engine:
         self.decoder.start(prompt_ids, config.sampling, config.seed)
         while finish is None:
             stats = self.decoder.step(seq, budget - len(new))
-            metrics.add_round(stats)
             chunk: list[int] = []
             for token in stats.committed:
                 chunk.append(token)
@@ -179,6 +178,7 @@ class Engine:
                 if finish:
                     break
             seq.extend(chunk)
+            metrics.add_round(stats, len(chunk))
             if not config.stop:
                 tracker.update(new)
             if finish is None:

@@ -59,8 +59,8 @@ class GenerationMetrics:
     draft_length: int = 0
     accept_lengths: list[int] = field(default_factory=list)
 
-    def add_round(self, stats: RoundStats) -> None:
-        """Count one round (before truncation at a stop condition)."""
+    def add_round(self, stats: RoundStats, kept: int) -> None:
+        """Count one round; kept = its committed tokens left after the stop conditions."""
         self.target_forwards += 1
         self.drafted_tokens += stats.drafted
         self.verified_tokens += stats.verified
@@ -68,7 +68,7 @@ class GenerationMetrics:
         self.drafted_tokens_total += max(stats.drafted_total, stats.drafted)
         self.branch_rounds += int(stats.branched)
         self.branch_hits += int(stats.branch_hit)
-        self.accept_lengths.append(len(stats.committed))
+        self.accept_lengths.append(kept)
 
     @staticmethod
     def _ratio(num: float, den: float) -> float:

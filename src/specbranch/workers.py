@@ -233,10 +233,7 @@ class WorkerLink:
         try:
             got, ints, floats, rows = self.channel.recv()
         except Exception as exc:  # gloo raises RuntimeError/DistBackendError on close or timeout
-            alive = self.process.poll() is None
-            self._abort()
-            why = f"hung for more than {self.timeout:.0f} s" if alive else "died"
-            raise WorkerError(f"the draft worker {why} ({exc.__class__.__name__}: {exc})") from exc
+            raise self._failure(exc) from exc
         if got == ERROR:
             self._abort()
             raise WorkerError("the draft worker failed:\n" + bytes(ints).decode(errors="replace"))
@@ -245,6 +242,13 @@ class WorkerLink:
             raise WorkerError(f"protocol error: expected message {kind}, got {got}")
         return ints, floats, rows
 
+    def _failure(self, exc: Exception) -> WorkerError:
+        """Kill the worker after a failed transfer and say whether it died or hung."""
+        alive = self.process.poll() is None
+        self._abort()
+        why = f"hung for more than {self.timeout:.0f} s" if alive else "died"
+        return WorkerError(f"the draft worker {why} ({exc.__class__.__name__}: {exc})")
+
     def _send(self, kind: int, ints: list[int] = (), floats: list[float] = ()) -> None:
         if self.process.poll() is not None:
             self._abort()
@@ -252,8 +256,7 @@ class WorkerLink:
         try:
             self.channel.send(kind, ints, floats)
         except Exception as exc:
-            self._abort()
-            raise WorkerError(f"the draft worker died ({exc.__class__.__name__}: {exc})") from exc
+            raise self._failure(exc) from exc
 
     def start(self, request: DraftRequest) -> None:
         s = request.sampling
