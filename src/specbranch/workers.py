@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 import traceback
+import warnings
 import weakref
 from dataclasses import asdict, dataclass
 from datetime import timedelta
@@ -130,7 +131,9 @@ def draft_worker_main(
     torch.set_num_threads(options.threads)
     store = dist.TCPStore(options.master_addr, port, 2, False, timedelta(seconds=options.startup_timeout))
     try:
-        model = torch.load(model_file, weights_only=False)
+        with warnings.catch_warnings():  # quantized-tensor deprecation notices on int8 drafts
+            warnings.simplefilter("ignore")
+            model = torch.load(model_file, weights_only=False)
         os.unlink(model_file)
         if options.device is not None:
             model = model.to(options.device)
@@ -191,7 +194,8 @@ class WorkerLink:
         backend = "nccl" if both_cuda and draft_device != target_device else "gloo"
         self.backend, self.timeout, self.broken = backend, options.timeout, False
         handle, self.model_file = tempfile.mkstemp(prefix="specbranch-draft-", suffix=".pt")
-        with os.fdopen(handle, "wb") as f:
+        with os.fdopen(handle, "wb") as f, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             torch.save(draft, f)
         store = dist.TCPStore(
             options.master_addr, options.master_port, 2, True, timedelta(seconds=options.startup_timeout),

@@ -1,0 +1,139 @@
+"""Benchmark method specs (`specbranch:k_max=1`) and the runners that time one generation.
+
+A spec is `METHOD[:NAME=VALUE,...]`; METHOD is one of `specbranch.decoders.METHODS` or
+`hf-assisted` (transformers' `generate(assistant_model=...)` on the same models, its default
+assisted-generation schedule). Option names are the engine options (`ParallelConfig` fields),
+`gamma` and `draft_sampling` (`SpeculativeConfig`), and `threads` (torch threads of the caller
+while this method runs; the parallel methods otherwise use `target_threads`/`draft_threads`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, fields
+
+import torch
+
+from specbranch.config import GenerationConfig, SpeculativeConfig
+from specbranch.decoders import METHODS, PARALLEL_OPTIONS
+from specbranch.engine import Engine
+from specbranch.errors import SpecBranchError
+from specbranch.models import ModelPair
+
+BENCH_METHODS = (*METHODS, "hf-assisted")
+SPEC_FIELDS = tuple(f.name for f in fields(SpeculativeConfig))
+
+
+def _value(text: str) -> object:
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False, "none": None}.get(text.lower(), text)
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A method with option overrides; `name` is the spec as written (the report's label)."""
+
+    name: str
+    method: str
+    options: dict = field(default_factory=dict)
+    spec: SpeculativeConfig = field(default_factory=SpeculativeConfig)
+    threads: int | None = None
+
+
+def parse_method(text: str, defaults: SpeculativeConfig | None = None) -> MethodSpec:
+    """Parse `METHOD[:k=v,...]`, with clear errors for unknown methods and options."""
+    method, _, rest = text.partition(":")
+    if method not in BENCH_METHODS:
+        choices = ", ".join(BENCH_METHODS)
+        raise SpecBranchError(f"unknown method {method!r} in {text!r}; choose from {choices}")
+    options: dict = {}
+    for item in filter(None, rest.split(",")):
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise SpecBranchError(f"method option {item!r} in {text!r} must look like name=value")
+        options[key.strip().replace("-", "_")] = _value(value.strip())
+    spec_overrides = {k: options.pop(k) for k in list(options) if k in SPEC_FIELDS}
+    base = defaults or SpeculativeConfig()
+    spec = SpeculativeConfig(**{**{f: getattr(base, f) for f in SPEC_FIELDS}, **spec_overrides})
+    threads = options.pop("threads", None)
+    allowed = PARALLEL_OPTIONS if method in ("pearl", "specbranch") else ()
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise SpecBranchError(f"method {method!r} takes no option(s) {', '.join(unknown)} (in {text!r})")
+    return MethodSpec(text, method, options, spec, threads)
+
+
+@dataclass
+class RunRecord:
+    """One timed generation."""
+
+    token_ids: list[int]
+    text: str
+    wall_seconds: float
+    metrics: dict | None = None  # GenerationMetrics.to_dict() for the project's methods
+
+
+class EngineRunner:
+    """Times the project's own methods through `Engine`."""
+
+    def __init__(self, pair: ModelPair, spec: MethodSpec) -> None:
+        self.engine = Engine(pair, spec.method, spec.spec, **spec.options)
+
+    def run(self, prompt_ids: list[int], config: GenerationConfig) -> RunRecord:
+        result = self.engine.generate(prompt_ids, config)
+        return RunRecord(result.token_ids, result.text, result.metrics.wall_seconds, result.metrics.to_dict())
+
+    def worker_pid(self) -> int | None:
+        link = getattr(self.engine.decoder, "link", None)
+        process = getattr(link, "process", None)
+        return process.pid if process is not None else None
+
+    def close(self) -> None:
+        self.engine.close()
+
+
+class HFAssistedRunner:
+    """transformers' assisted generation: `target.generate(..., assistant_model=draft)`."""
+
+    def __init__(self, pair: ModelPair) -> None:
+        if pair.draft is None:
+            raise SpecBranchError("hf-assisted needs a draft model")
+        self.pair = pair
+
+    @torch.inference_mode()
+    def run(self, prompt_ids: list[int], config: GenerationConfig) -> RunRecord:
+        target = self.pair.target
+        device = next(target.parameters()).device
+        ids = torch.tensor([prompt_ids], device=device)
+        s = config.sampling
+        kwargs: dict = {"max_new_tokens": config.max_new_tokens, "do_sample": not s.greedy}
+        if not s.greedy:
+            kwargs.update(temperature=s.temperature, top_k=s.top_k, top_p=s.top_p)
+        eos = sorted(self.pair.eos_ids)
+        kwargs["eos_token_id"] = eos or None
+        kwargs["pad_token_id"] = eos[0] if eos else 0
+        if config.ignore_eos:
+            kwargs["min_new_tokens"] = config.max_new_tokens
+        torch.manual_seed(config.seed)
+        start = time.perf_counter()
+        out = target.generate(
+            ids, attention_mask=torch.ones_like(ids), assistant_model=self.pair.draft, **kwargs
+        )
+        wall = time.perf_counter() - start
+        tokens = out[0, len(prompt_ids) :].tolist()
+        text = self.pair.tokenizer.decode(tokens, skip_special_tokens=True) if self.pair.tokenizer else ""
+        return RunRecord(tokens, text, wall)
+
+    def worker_pid(self) -> int | None:
+        return None
+
+    def close(self) -> None:
+        pass
+
+
+def make_runner(pair: ModelPair, spec: MethodSpec) -> EngineRunner | HFAssistedRunner:
+    return HFAssistedRunner(pair) if spec.method == "hf-assisted" else EngineRunner(pair, spec)
