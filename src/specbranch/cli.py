@@ -207,6 +207,38 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from specbranch.bench.methods import parse_method
+    from specbranch.bench.report import table, write_outputs
+    from specbranch.bench.run import BenchConfig, run_bench
+    from specbranch.config import SamplingParams, SpeculativeConfig
+    from specbranch.datasets import load_dataset, load_prompts_file
+
+    if args.num_prompts < 1 or args.repeats < 1 or args.max_new_tokens < 1:
+        raise SpecBranchError("--num-prompts, --repeats and --max-new-tokens must be >= 1")
+    defaults = SpeculativeConfig(args.gamma, args.draft_sampling)
+    methods = [parse_method(m, defaults) for m in args.methods]
+    if len({m.name for m in methods}) != len(methods):
+        raise SpecBranchError("--methods lists the same method twice")
+    if args.prompts_file:
+        prompts = load_prompts_file(args.prompts_file, args.prompt_field, args.num_prompts)
+    else:
+        prompts = [p for name in args.dataset for p in load_dataset(name, args.num_prompts)]
+    sampling = SamplingParams(args.temperature, args.top_k, args.top_p)
+    args.method = "bench"  # a draft is loaded whenever the pair has one
+    pair = load_from_args(args)
+    if pair.tokenizer is None:
+        raise SpecBranchError("the model has no tokenizer; bench needs one to read the prompts")
+    bench = BenchConfig(
+        methods, prompts, args.max_new_tokens, sampling, args.repeats, args.chat, args.seed, args.ignore_eos
+    )
+    results = run_bench(pair, bench, progress=not args.no_progress)
+    files = write_outputs(results, args.out)
+    print(table(results["summary"]))
+    print(f"wrote {', '.join(files)} to {args.out}", file=sys.stderr)
+    return 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     installed = installed_models()
     print("built-in models:")
@@ -233,7 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
         "produce (greedy) or has exactly its distribution (sampling); the method changes speed only.",
     )
     gen.add_argument("prompt", help="the prompt text")
-    gen.add_argument("--method", choices=METHODS, default="sd", help="decoding method (default sd)")
+    gen.add_argument(
+        "--method", choices=METHODS, default="specbranch", help="decoding method (default specbranch)"
+    )
     gen.add_argument("--stop", action="append", help="stop string (repeatable); the output ends before it")
     gen.add_argument("--stream", action="store_true", help="print tokens as they are committed")
     gen.add_argument(
@@ -243,6 +277,53 @@ def build_parser() -> argparse.ArgumentParser:
     add_sampling_options(gen)
     add_method_options(gen)
     gen.set_defaults(func=cmd_generate)
+
+    bench = sub.add_parser(
+        "bench",
+        help="benchmark methods side by side on the same prompts and models",
+        description="Run every method on the same prompts (methods interleaved per prompt, one warm-up "
+        "each), compare speed with AR from the same run, check greedy equality with AR, and write "
+        "results.json, Spec-Bench answers, report.md and plots to --out.",
+    )
+    bench.add_argument(
+        "--methods",
+        nargs="+",
+        default=["ar", "sd", "pearl", "specbranch"],
+        metavar="SPEC",
+        help="methods to compare: ar, hf-assisted, sd, pearl, specbranch, or a variant with option "
+        "overrides such as specbranch:k_max=1,epsilon=0.3 or ar:threads=1 (default: ar sd pearl specbranch)",
+    )
+    bench.add_argument(
+        "--dataset",
+        nargs="+",
+        default=["humaneval"],
+        choices=["humaneval", "gsm8k", "mt_bench"],
+        help="bundled prompt sets (default humaneval); mt_bench uses each question's first turn",
+    )
+    bench.add_argument("--prompts-file", help="a JSONL file of prompts instead of --dataset")
+    bench.add_argument(
+        "--prompt-field", default="prompt", help="field of --prompts-file holding the prompt (default prompt)"
+    )
+    bench.add_argument(
+        "--num-prompts", type=int, default=10, help="prompts taken from each dataset (default 10)"
+    )
+    bench.add_argument("--repeats", type=int, default=1, help="timed runs per prompt and method (default 1)")
+    bench.add_argument(
+        "--ignore-eos", action="store_true", help="always generate --max-new-tokens tokens (fixed length)"
+    )
+    bench.add_argument("--out", default="bench-results", help="output folder (default bench-results)")
+    bench.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_model_options(bench)
+    add_sampling_options(bench)
+    group = bench.add_argument_group("method defaults (override per method in --methods)")
+    group.add_argument("--gamma", type=int, default=4, help="draft length of sd (default 4)")
+    group.add_argument(
+        "--draft-sampling",
+        choices=["sample", "greedy"],
+        default="sample",
+        help="how speculative methods draft when sampling (default sample; see generate --help)",
+    )
+    bench.set_defaults(func=cmd_bench)
 
     models = sub.add_parser("models", help="list built-in models and pairs and whether they are installed")
     models.set_defaults(func=cmd_models)

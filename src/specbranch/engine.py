@@ -129,7 +129,7 @@ class _TextTracker:
 class Engine:
     """A decoding method bound to a model pair.
 
-    method: "ar", "sd" (and the parallel methods registered in `specbranch.decoders`).
+    method: "ar", "sd", "pearl" or "specbranch" (`specbranch.decoders.METHODS`).
     spec: speculative knobs; options: method-specific extras passed to the decoder.
     """
 

@@ -1,0 +1,256 @@
+"""The benchmark loop: every method on the same prompts, interleaved, compared with AR.
+
+Fairness rules: models are loaded once and shared by all methods; each method runs one
+untimed warm-up generation; then for every prompt and repeat all methods run back to back
+(the order rotates per prompt) so that drift on a noisy machine hits every method alike.
+Speedup is computed per prompt against the AR run of the same prompt (the first `ar` spec)
+and summarised by its geometric mean, min and max. At temperature 0 every output is checked
+against AR's; a divergence is reported with its position and the target's top-2 logit gap
+there, so a numeric near-tie (tiny gap) can be told apart from a bug.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import statistics
+import subprocess
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import transformers
+from tqdm import tqdm
+
+from specbranch.bench.methods import MethodSpec, RunRecord, make_runner
+from specbranch.config import GenerationConfig, SamplingParams
+from specbranch.datasets import BenchPrompt
+from specbranch.engine import encode_prompt
+from specbranch.models import ModelPair
+
+
+@dataclass
+class BenchConfig:
+    """What to run: methods x prompts, with one sampling setting."""
+
+    methods: list[MethodSpec]
+    prompts: list[BenchPrompt]
+    max_new_tokens: int = 128
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    repeats: int = 1
+    chat: bool = False
+    seed: int = 0
+    ignore_eos: bool = False
+
+
+def peak_rss_mb(pid: int | None = None) -> float:
+    """Peak resident memory (VmHWM) of a process in MiB; 0 when unknown."""
+    try:
+        with open(f"/proc/{pid or 'self'}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def machine_info() -> dict:
+    """CPU, cores, threads, library versions and the git commit, for results.json."""
+    cpu = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "git_commit": commit or None,
+    }
+
+
+@torch.inference_mode()
+def top2_gap(pair: ModelPair, prefix: list[int]) -> float:
+    """The target's top-1 minus top-2 logit after `prefix` (small = a numeric near-tie)."""
+    device = next(pair.target.parameters()).device
+    logits = pair.target(torch.tensor([prefix], device=device)).logits[0, -1, : pair.vocab_size]
+    top = torch.topk(logits.float(), 2).values
+    return float(top[0] - top[1])
+
+
+def _run_one(runner, spec: MethodSpec, prompt_ids: list[int], config: GenerationConfig) -> RunRecord:
+    if spec.threads:
+        torch.set_num_threads(spec.threads)
+    return runner.run(prompt_ids, config)
+
+
+def run_bench(pair: ModelPair, bench: BenchConfig, progress: bool = True) -> dict:
+    """Run the benchmark; returns the results dict that `report.write_outputs` writes."""
+    default_threads = torch.get_num_threads()
+    runners = {spec.name: make_runner(pair, spec) for spec in bench.methods}
+    try:
+        warmup_ids = encode_prompt(pair, bench.prompts[0].text, bench.chat)[:16]
+        warmup = GenerationConfig(4, bench.sampling, ignore_eos=True)
+        for spec in bench.methods:
+            torch.set_num_threads(default_threads)
+            _run_one(runners[spec.name], spec, warmup_ids, warmup)
+        baseline = next((s.name for s in bench.methods if s.method == "ar"), None)
+        records = []
+        total = len(bench.prompts) * bench.repeats * len(bench.methods)
+        bar = tqdm(total=total, desc="bench", unit="run", disable=not progress)
+        for index, prompt in enumerate(bench.prompts):
+            prompt_ids = encode_prompt(pair, prompt.text, bench.chat)
+            shift = index % len(bench.methods)
+            order = bench.methods[shift:] + bench.methods[:shift]
+            runs: dict[str, list[RunRecord]] = {s.name: [] for s in bench.methods}
+            for repeat in range(bench.repeats):
+                run_config = GenerationConfig(
+                    bench.max_new_tokens, bench.sampling, bench.seed + repeat, ignore_eos=bench.ignore_eos
+                )
+                for spec in order:
+                    torch.set_num_threads(default_threads)
+                    runs[spec.name].append(_run_one(runners[spec.name], spec, prompt_ids, run_config))
+                    bar.set_postfix_str(f"{prompt.dataset}/{prompt.question_id} {spec.name}")
+                    bar.update()
+            records.extend(_prompt_records(pair, bench, prompt, prompt_ids, runs, baseline))
+        bar.close()
+        memory = {
+            name: peak_rss_mb() + (peak_rss_mb(r.worker_pid()) if r.worker_pid() else 0.0)
+            for name, r in runners.items()
+        }
+    finally:
+        torch.set_num_threads(default_threads)
+        for runner in runners.values():
+            runner.close()
+    return {
+        "config": {
+            "methods": [{"name": s.name, "method": s.method, "options": s.options,
+                         "speculative": asdict(s.spec), "threads": s.threads} for s in bench.methods],
+            "datasets": sorted({p.dataset for p in bench.prompts}),
+            "num_prompts": len(bench.prompts),
+            "max_new_tokens": bench.max_new_tokens,
+            "sampling": asdict(bench.sampling),
+            "repeats": bench.repeats,
+            "chat": bench.chat,
+            "seed": bench.seed,
+            "ignore_eos": bench.ignore_eos,
+            "baseline": baseline,
+            "model_pair": pair.name,
+        },
+        "machine": machine_info(),
+        "summary": summarize(records, bench.methods, memory),
+        "per_dataset": {
+            dataset: summarize([r for r in records if r["dataset"] == dataset], bench.methods, memory)
+            for dataset in sorted({p.dataset for p in bench.prompts})
+        },
+        "records": records,
+    }
+
+
+def _prompt_records(
+    pair: ModelPair,
+    bench: BenchConfig,
+    prompt: BenchPrompt,
+    prompt_ids: list[int],
+    runs: dict[str, list[RunRecord]],
+    baseline: str | None,
+) -> list[dict]:
+    """One record per method for one prompt, with speedup and greedy equality vs the baseline."""
+    def tps(record: RunRecord) -> float:
+        return len(record.token_ids) / record.wall_seconds if record.wall_seconds else 0.0
+
+    base_tps = statistics.mean(tps(r) for r in runs[baseline]) if baseline else None
+    reference = runs[baseline][0].token_ids if baseline else None
+    out = []
+    for name, repeats in runs.items():
+        mean_tps = statistics.mean(tps(r) for r in repeats)
+        tokens = repeats[0].token_ids
+        equal, divergence = None, None
+        if reference is not None and bench.sampling.greedy:
+            equal = tokens == reference
+            if not equal:
+                pairs = enumerate(zip(tokens, reference, strict=False))
+                pos = next((i for i, (a, b) in pairs if a != b), min(len(tokens), len(reference)))
+                gap = top2_gap(pair, prompt_ids + reference[:pos])
+                divergence = {"position": pos, "target_top2_gap": gap}
+        out.append({
+            "method": name,
+            "dataset": prompt.dataset,
+            "question_id": prompt.question_id,
+            "category": prompt.category,
+            "prompt_tokens": len(prompt_ids),
+            "text": repeats[0].text,
+            "token_ids": tokens,
+            "tokens_per_second": mean_tps,
+            "speedup": mean_tps / base_tps if base_tps else None,
+            "equal_to_ar": equal,
+            "divergence": divergence,
+            "runs": [
+                {"wall_seconds": r.wall_seconds, "new_tokens": len(r.token_ids), "metrics": r.metrics}
+                for r in repeats
+            ],
+        })
+    return out
+
+
+def _ratio(num: float, den: float) -> float | None:
+    return num / den if den else None
+
+
+def _speculative_figures(metrics: list[dict]) -> dict:
+    """Rates over all runs of a method, from summed counters (None for methods without metrics)."""
+    if not metrics:
+        keys = ("mean_accepted_length", "acceptance_rate", "rollback_rate", "draft_waste", "branch_hit_rate",
+                "target_busy_seconds", "draft_busy_seconds", "overlap_efficiency", "cost_ratio")
+        return dict.fromkeys(keys) | {"accept_lengths": []}
+    t = {key: sum(m[key] for m in metrics) for key in (
+        "new_tokens", "target_forwards", "accepted_tokens", "verified_tokens", "drafted_tokens",
+        "drafted_tokens_total", "branch_hits", "branch_rounds", "target_busy_seconds", "draft_busy_seconds")}
+    return {
+        "mean_accepted_length": _ratio(t["new_tokens"], t["target_forwards"]),
+        "acceptance_rate": _ratio(t["accepted_tokens"], t["verified_tokens"]),
+        "rollback_rate": _ratio(t["drafted_tokens"] - t["accepted_tokens"], t["drafted_tokens"]),
+        "draft_waste": _ratio(t["drafted_tokens_total"] - t["accepted_tokens"], t["drafted_tokens_total"]),
+        "branch_hit_rate": _ratio(t["branch_hits"], t["branch_rounds"]),
+        "target_busy_seconds": t["target_busy_seconds"],
+        "draft_busy_seconds": t["draft_busy_seconds"],
+        "overlap_efficiency": statistics.mean(m["overlap_efficiency"] for m in metrics),
+        "cost_ratio": statistics.mean(m["cost_ratio"] for m in metrics),
+        "accept_lengths": [n for m in metrics for n in m["accept_lengths"]],
+    }
+
+
+def summarize(records: list[dict], methods: list[MethodSpec], memory: dict[str, float]) -> dict:
+    """Per-method figures over the given prompt records."""
+    summary = {}
+    for spec in methods:
+        rows = [r for r in records if r["method"] == spec.name]
+        if not rows:
+            continue
+        tps = [r["tokens_per_second"] for r in rows]
+        speedups = [r["speedup"] for r in rows if r["speedup"]]
+        equal = [r["equal_to_ar"] for r in rows if r["equal_to_ar"] is not None]
+        summary[spec.name] = {
+            "prompts": len(rows),
+            "tokens_per_second_mean": statistics.mean(tps),
+            "tokens_per_second_std": statistics.stdev(tps) if len(tps) > 1 else 0.0,
+            "speedup_geomean": math.exp(statistics.mean(math.log(s) for s in speedups)) if speedups else None,
+            "speedup_min": min(speedups) if speedups else None,
+            "speedup_max": max(speedups) if speedups else None,
+            "peak_rss_mb": memory.get(spec.name),
+            "greedy_equal_to_ar": f"{sum(equal)}/{len(equal)}" if equal else None,
+        } | _speculative_figures([run["metrics"] for r in rows for run in r["runs"] if run["metrics"]])
+    return summary
