@@ -70,9 +70,8 @@ def add_sampling_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--chat", action="store_true", help="wrap the prompt in the tokenizer's chat template")
 
 
-def add_method_options(parser: argparse.ArgumentParser) -> None:
-    """Options of the speculative methods (speed only; never the output distribution)."""
-    group = parser.add_argument_group("speculative decoding")
+def add_speculative_options(group: argparse._ArgumentGroup) -> None:
+    """--gamma and --draft-sampling (generate: the method's; bench: every method's default)."""
     group.add_argument("--gamma", type=int, default=4, help="draft length per round for sd (default 4)")
     group.add_argument(
         "--draft-sampling",
@@ -82,6 +81,11 @@ def add_method_options(parser: argparse.ArgumentParser) -> None:
         "argmax q, verified by rule 2 (roots: draft top-k, rule 3) (default sample; at temperature 0 "
         "both are the greedy rules)",
     )
+
+
+def add_method_options(parser: argparse.ArgumentParser) -> None:
+    """Options of the speculative methods (speed only; never the output distribution)."""
+    add_speculative_options(parser.add_argument_group("speculative decoding"))
     group = parser.add_argument_group("parallel methods (pearl, specbranch)")
     group.add_argument(
         "--inline",
@@ -315,14 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     add_model_options(bench)
     add_sampling_options(bench)
-    group = bench.add_argument_group("method defaults (override per method in --methods)")
-    group.add_argument("--gamma", type=int, default=4, help="draft length of sd (default 4)")
-    group.add_argument(
-        "--draft-sampling",
-        choices=["sample", "greedy"],
-        default="sample",
-        help="how speculative methods draft when sampling (default sample; see generate --help)",
-    )
+    add_speculative_options(bench.add_argument_group("method defaults (override per method in --methods)"))
     bench.set_defaults(func=cmd_bench)
 
     models = sub.add_parser("models", help="list built-in models and pairs and whether they are installed")
