@@ -82,6 +82,8 @@ class EngineRunner:
 
     def __init__(self, pair: ModelPair, spec: MethodSpec) -> None:
         self.engine = Engine(pair, spec.method, spec.spec, **spec.options)
+        # Parallel engines set the caller's threads to their target share: keep that per run.
+        self.threads = spec.threads or torch.get_num_threads()
 
     def run(self, prompt_ids: list[int], config: GenerationConfig) -> RunRecord:
         result = self.engine.generate(prompt_ids, config)
@@ -99,10 +101,11 @@ class EngineRunner:
 class HFAssistedRunner:
     """transformers' assisted generation: `target.generate(..., assistant_model=draft)`."""
 
-    def __init__(self, pair: ModelPair) -> None:
+    def __init__(self, pair: ModelPair, threads: int | None) -> None:
         if pair.draft is None:
             raise SpecBranchError("hf-assisted needs a draft model")
         self.pair = pair
+        self.threads = threads or torch.get_num_threads()
 
     @torch.inference_mode()
     def run(self, prompt_ids: list[int], config: GenerationConfig) -> RunRecord:
@@ -136,4 +139,5 @@ class HFAssistedRunner:
 
 
 def make_runner(pair: ModelPair, spec: MethodSpec) -> EngineRunner | HFAssistedRunner:
-    return HFAssistedRunner(pair) if spec.method == "hf-assisted" else EngineRunner(pair, spec)
+    """The runner for a spec; its `threads` are the torch threads to set before each run."""
+    return HFAssistedRunner(pair, spec.threads) if spec.method == "hf-assisted" else EngineRunner(pair, spec)

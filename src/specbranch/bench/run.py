@@ -91,22 +91,23 @@ def top2_gap(pair: ModelPair, prefix: list[int]) -> float:
     return float(top[0] - top[1])
 
 
-def _run_one(runner, spec: MethodSpec, prompt_ids: list[int], config: GenerationConfig) -> RunRecord:
-    if spec.threads:
-        torch.set_num_threads(spec.threads)
+def _run_one(runner, prompt_ids: list[int], config: GenerationConfig) -> RunRecord:
+    torch.set_num_threads(runner.threads)
     return runner.run(prompt_ids, config)
 
 
 def run_bench(pair: ModelPair, bench: BenchConfig, progress: bool = True) -> dict:
     """Run the benchmark; returns the results dict that `report.write_outputs` writes."""
     default_threads = torch.get_num_threads()
-    runners = {spec.name: make_runner(pair, spec) for spec in bench.methods}
+    runners = {}
+    for spec in bench.methods:
+        torch.set_num_threads(default_threads)
+        runners[spec.name] = make_runner(pair, spec)
     try:
         warmup_ids = encode_prompt(pair, bench.prompts[0].text, bench.chat)[:16]
         warmup = GenerationConfig(4, bench.sampling, ignore_eos=True)
         for spec in bench.methods:
-            torch.set_num_threads(default_threads)
-            _run_one(runners[spec.name], spec, warmup_ids, warmup)
+            _run_one(runners[spec.name], warmup_ids, warmup)
         baseline = next((s.name for s in bench.methods if s.method == "ar"), None)
         records = []
         total = len(bench.prompts) * bench.repeats * len(bench.methods)
@@ -121,8 +122,7 @@ def run_bench(pair: ModelPair, bench: BenchConfig, progress: bool = True) -> dic
                     bench.max_new_tokens, bench.sampling, bench.seed + repeat, ignore_eos=bench.ignore_eos
                 )
                 for spec in order:
-                    torch.set_num_threads(default_threads)
-                    runs[spec.name].append(_run_one(runners[spec.name], spec, prompt_ids, run_config))
+                    runs[spec.name].append(_run_one(runners[spec.name], prompt_ids, run_config))
                     bar.set_postfix_str(f"{prompt.dataset}/{prompt.question_id} {spec.name}")
                     bar.update()
             records.extend(_prompt_records(pair, bench, prompt, prompt_ids, runs, baseline))
