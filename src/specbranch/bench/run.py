@@ -122,8 +122,8 @@ def run_bench(pair: ModelPair, bench: BenchConfig, progress: bool = True) -> dic
                     bench.max_new_tokens, bench.sampling, bench.seed + repeat, ignore_eos=bench.ignore_eos
                 )
                 for spec in order:
-                    runs[spec.name].append(_run_one(runners[spec.name], prompt_ids, run_config))
                     bar.set_postfix_str(f"{prompt.dataset}/{prompt.question_id} {spec.name}")
+                    runs[spec.name].append(_run_one(runners[spec.name], prompt_ids, run_config))
                     bar.update()
             records.extend(_prompt_records(pair, bench, prompt, prompt_ids, runs, baseline))
         bar.close()
