@@ -62,6 +62,18 @@ class CachedModel:
             i += 1
         return i
 
+    def _forward(self, tokens: list[int], **kwargs: object) -> torch.Tensor:
+        """One timed, counted forward of `tokens` on the cache; logits [m, vocab_size]."""
+        start = time.perf_counter()
+        ids = torch.tensor([tokens], dtype=torch.long, device=self.device)  # [1, m]
+        out = self.model(input_ids=ids, past_key_values=self.cache, use_cache=True, **kwargs)
+        logits = out.logits[0, :, : self.vocab_size]  # [m, V] (m = kept positions)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.busy_seconds += time.perf_counter() - start
+        self.forwards += 1
+        return logits
+
     @torch.inference_mode()
     def logits_for(self, seq: list[int], n: int = 1) -> torch.Tensor:
         """Logits after each of the last n positions of seq: [n, vocab_size].
@@ -70,14 +82,7 @@ class CachedModel:
         """
         self.crop(self.common_prefix(seq, len(seq) - n))
         new = seq[len(self.tokens) :]  # at least n tokens
-        start = time.perf_counter()
-        ids = torch.tensor([new], dtype=torch.long, device=self.device)  # [1, m]
-        out = self.model(input_ids=ids, past_key_values=self.cache, use_cache=True, logits_to_keep=n)
-        logits = out.logits[0, -n:, : self.vocab_size]  # [n, V]
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        self.busy_seconds += time.perf_counter() - start
-        self.forwards += 1
+        logits = self._forward(new, logits_to_keep=n)[-n:]  # [n, V]
         self.tokens.extend(new)
         return logits
 
@@ -99,20 +104,7 @@ class CachedModel:
         mask = torch.zeros(1, 1, m, base + m, dtype=dtype)
         mask.masked_fill_(~allowed, torch.finfo(dtype).min)  # [1, 1, m, base + m] additive
         positions = torch.tensor([[prefix + d for d in depths]], device=self.device)  # [1, m]
-        start = time.perf_counter()
-        out = self.model(
-            input_ids=torch.tensor([tokens], device=self.device),
-            attention_mask=mask.to(self.device),
-            position_ids=positions,
-            past_key_values=self.cache,
-            use_cache=True,
-        )
-        logits = out.logits[0, :, : self.vocab_size]  # [m, V]
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        self.busy_seconds += time.perf_counter() - start
-        self.forwards += 1
-        return logits
+        return self._forward(tokens, attention_mask=mask.to(self.device), position_ids=positions)
 
     @torch.inference_mode()
     def keep_branch(self, positions: list[int], tokens: list[int]) -> None:

@@ -100,10 +100,10 @@ def run_bench(pair: ModelPair, bench: BenchConfig, progress: bool = True) -> dic
     """Run the benchmark; returns the results dict that `report.write_outputs` writes."""
     default_threads = torch.get_num_threads()
     runners = {}
-    for spec in bench.methods:
-        torch.set_num_threads(default_threads)
-        runners[spec.name] = make_runner(pair, spec)
     try:
+        for spec in bench.methods:
+            torch.set_num_threads(default_threads)
+            runners[spec.name] = make_runner(pair, spec)
         warmup_ids = encode_prompt(pair, bench.prompts[0].text, bench.chat)[:16]
         warmup = GenerationConfig(4, bench.sampling, ignore_eos=True)
         for spec in bench.methods:

@@ -92,9 +92,9 @@ class _Branch:
     open: bool = True
 
 
-def confidence(logits: torch.Tensor) -> float:
-    """The draft's confidence at a position: max of softmax(logits), logits [V]."""
-    return float(logits.float().softmax(-1).max())
+def confidence(logits: torch.Tensor) -> torch.Tensor:
+    """The draft's confidence at each position: max of softmax(logits); [..., V] -> [...]."""
+    return logits.float().softmax(-1).amax(-1)
 
 
 class BranchDrafter:
@@ -150,7 +150,7 @@ class BranchDrafter:
 
     def _roots(self, logits: torch.Tensor, q_b: torch.Tensor) -> list[int]:
         """k roots at the branch point: top-k (deterministic) or k i.i.d. samples from q_b."""
-        k = max(1, math.floor(self.request.k_max * (1.0 - confidence(logits))))
+        k = max(1, math.floor(self.request.k_max * (1.0 - float(confidence(logits)))))
         if self.request.sampled:
             return [sample(q_b, self.generator) for _ in range(k)]
         return torch.topk(logits, k).indices.tolist()
@@ -168,9 +168,10 @@ class BranchDrafter:
                 [len(b.tokens) - 1 for b in active],
             )  # [m, V]
             q = process_logits(logits, self.request.sampling)  # [m, V]
+            sure = (confidence(logits) >= self.request.epsilon).tolist()  # [m]
             for i, branch in enumerate(active):
                 branch.slots.append(base + i)
-                if confidence(logits[i]) < self.request.epsilon:
+                if not sure[i]:
                     branch.open = False
                     continue
                 token = sample(q[i], self.generator) if self.request.sampled else int(q[i].argmax())
