@@ -37,7 +37,10 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         "--dtype",
         default="auto",
         choices=["auto", "float32", "bfloat16", "float16"],
-        help="weights dtype (default auto: float32 on CPU, bfloat16 on CUDA)",
+        help=(
+            "weights dtype (default auto: bfloat16 on CUDA and on CPUs with native bf16 such as "
+            "AVX512-BF16, else float32; an int8 draft is always float32)"
+        ),
     )
     group.add_argument(
         "--draft-quantize",

@@ -47,10 +47,31 @@ def cache_dir() -> Path:
     return path
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 in hardware (AVX512-BF16 or AMX-BF16; Linux only).
+
+    There bfloat16 weights halve the bytes read per token and the bf16 kernels stay fast for
+    the few-token forwards of verification, while float32 matrix products over 2..16 tokens
+    cost about twice a 1-token one. Measured on a 2-core AVX512-BF16 VM with the built-in
+    1.5B target: one forward 0.20 s in bf16 vs 0.39 s in fp32, 8 tokens 0.22 s vs 0.78 s.
+    """
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            flags = next((line for line in info if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def resolve_dtype(dtype: str | torch.dtype | None, device: str) -> torch.dtype:
-    """A torch dtype from a name; default float32 on CPU and bfloat16 on CUDA."""
+    """A torch dtype from a name.
+
+    Default ("auto"): bfloat16 on CUDA and on CPUs with native bf16 arithmetic
+    (`cpu_has_native_bf16`), float32 on other CPUs.
+    """
     if dtype is None or dtype == "auto":
-        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+        fast_bf16 = device.startswith("cuda") or cpu_has_native_bf16()
+        return torch.bfloat16 if fast_bf16 else torch.float32
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype not in DTYPES:
@@ -133,10 +154,16 @@ def load_model(
 
     quantize: None or "int8" (dynamic per-channel int8 of Linear layers, CPU only). Use it for
     the draft only: a quantized target's numerics depend on how many tokens a forward holds.
-    "auto" means int8 on CPU and none on CUDA.
+    "auto" means int8 on CPU and none on CUDA. An int8 model is loaded in float32 (what its
+    quantized layers compute in), whatever `dtype` says.
     """
     check_device(device)
-    torch_dtype = resolve_dtype(dtype, device)
+    if quantize == "auto":
+        quantize = "int8" if device == "cpu" else None
+    if quantize not in (None, "int8"):
+        raise SpecBranchError(f"unknown quantization {quantize!r}; only 'int8' is supported")
+    # int8 dynamic quantization computes in float32 and needs float32 weights to start from.
+    torch_dtype = torch.float32 if quantize == "int8" else resolve_dtype(dtype, device)
     source, local = resolve_source(spec)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=not allow_download)
@@ -151,12 +178,8 @@ def load_model(
             "Pass a local folder or .gguf file, or allow downloading with --allow-download."
         ) from None
     model.to(device).eval()
-    if quantize == "auto":
-        quantize = "int8" if device == "cpu" else None
     if quantize == "int8":
         model = quantize_int8(model)
-    elif quantize is not None:
-        raise SpecBranchError(f"unknown quantization {quantize!r}; only 'int8' is supported")
     return model, tokenizer
 
 
