@@ -144,6 +144,11 @@ class Engine:
         """Stop workers, if the method has any."""
         self.decoder.close()
 
+    def alive(self) -> bool:
+        """False once a worker process of this engine has died (rebuild the engine then)."""
+        link = getattr(self.decoder, "link", None)
+        return link is None or getattr(link, "alive", lambda: True)()
+
     def __enter__(self) -> Engine:
         return self
 

@@ -70,6 +70,18 @@ class GenerationMetrics:
         self.branch_hits += int(stats.branch_hit)
         self.accept_lengths.append(kept)
 
+    def merge(self, other: GenerationMetrics) -> None:
+        """Add another generation's counters and times (totals over many requests).
+
+        accept_lengths is left alone, so a long-running total stays small; cost_ratio and
+        draft_length take the latest value.
+        """
+        for name, value in asdict(other).items():
+            if name in ("cost_ratio", "draft_length"):
+                setattr(self, name, value)
+            elif name != "accept_lengths":
+                setattr(self, name, getattr(self, name) + value)
+
     @staticmethod
     def _ratio(num: float, den: float) -> float:
         return num / den if den else 0.0

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -99,6 +100,7 @@ def gguf_to_folder(gguf_path: Path, key: str | None = None) -> Path:
         key = f"{gguf_path.stem}-{digest[:16]}"
     target = cache_dir() / "converted" / key
     if (target / "config.json").exists():
+        _drop_gguf_quantization_config(target / "config.json")
         return target
     log.warning("converting %s to safetensors (once; this takes a while)", gguf_path.name)
     tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
@@ -109,6 +111,8 @@ def gguf_to_folder(gguf_path: Path, key: str | None = None) -> Path:
     fresh = AutoModelForCausalLM.from_config(loaded.config, dtype=torch.float32)
     fresh.load_state_dict(loaded.state_dict())
     fresh.generation_config = loaded.generation_config
+    if hasattr(fresh.config, "quantization_config"):  # the weights are plain now
+        del fresh.config.quantization_config
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{key}-"))
     try:
@@ -119,6 +123,21 @@ def gguf_to_folder(gguf_path: Path, key: str | None = None) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
+
+
+def _drop_gguf_quantization_config(config_path: Path) -> None:
+    """Remove a stale GGUF `quantization_config` from a converted folder's config.json.
+
+    Folders converted by earlier versions kept it; transformers then warns, wrongly, that
+    packed GGUF weights compute in float32 whenever another dtype is asked for.
+    """
+    config = json.loads(config_path.read_text())
+    if config.get("quantization_config", {}).get("quant_method") != "gguf":
+        return
+    del config["quantization_config"]
+    tmp = config_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(config, indent=2))
+    tmp.replace(config_path)
 
 
 def resolve_source(spec: str) -> tuple[Path | str, bool]:

@@ -282,6 +282,10 @@ class WorkerLink:
         q_pending, q_b = (rows[:-1], rows[-1]) if rows is not None else (None, None)
         return Proposal(branches, q_pending, q_b, floats[0], forwards)
 
+    def alive(self) -> bool:
+        """Whether the worker process runs and the link to it is intact."""
+        return not self.broken and self.process.poll() is None
+
     def _abort(self) -> None:
         """Kill the worker without talking to it (the link is broken)."""
         self.broken = True

@@ -1,0 +1,180 @@
+"""The HTTP layer: an OpenAI-compatible FastAPI app over a `Scheduler`.
+
+Routes: GET /v1/models, POST /v1/completions, POST /v1/chat/completions, GET /health,
+GET /metrics. A handler validates the body, tokenizes the prompt (its own tokenizer copy: the
+decode thread uses the engine's), submits a job and waits for its first event, so every error
+found before generation starts gets a proper status code (400 bad input, 404 unknown model,
+503 queue full or engine down, 504 timeout). Streams are server-sent events in OpenAI's chunk
+format ending with `data: [DONE]`; an error after the stream began is sent as a final
+`data: {"error": ...}` event. A client that disconnects cancels its job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import dataclasses
+import json
+import random
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from specbranch.engine import Chunk, Engine, encode_prompt
+from specbranch.errors import SpecBranchError
+from specbranch.models import ModelPair
+from specbranch.server import protocol
+from specbranch.server.protocol import APIError, ChatRequest, CompletionRequest
+from specbranch.server.scheduler import Job, QueueFull, Scheduler
+
+DISCONNECT_POLL_SECONDS = 0.25
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Server settings.
+
+    model_name: the id clients pass as `model` (and /v1/models lists).
+    max_queue: requests that may wait while one is decoded (more get 503).
+    request_timeout: seconds from arrival until a request is abandoned (504).
+    default_max_tokens: max_tokens of a chat request that gives none (completions: 16, as OpenAI).
+    """
+
+    model_name: str
+    method: str
+    max_queue: int = 32
+    request_timeout: float = 300.0
+    default_max_tokens: int = 256
+
+
+def create_app(pair: ModelPair, make_engine: Callable[[], Engine], config: ServerConfig) -> FastAPI:
+    """The app; the scheduler (and with it the engine and any worker) starts with the app."""
+    if pair.tokenizer is None:
+        raise SpecBranchError("the server needs a model with a tokenizer")
+    request_pair = dataclasses.replace(pair, tokenizer=copy.deepcopy(pair.tokenizer))
+    started = int(time.time())
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.scheduler = await asyncio.to_thread(
+            Scheduler, make_engine, config.max_queue, config.request_timeout
+        )
+        yield
+        await asyncio.to_thread(app.state.scheduler.close)
+
+    app = FastAPI(title="specbranch", lifespan=lifespan)
+
+    @app.exception_handler(APIError)
+    async def api_error(request: Request, exc: APIError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status)
+
+    @app.get("/v1/models")
+    async def models() -> dict:
+        card = {"id": config.model_name, "object": "model", "created": started, "owned_by": "specbranch"}
+        return {"object": "list", "data": [card]}
+
+    @app.get("/health")
+    async def health(request: Request) -> JSONResponse:
+        state = request.app.state.scheduler.health()
+        state.update(method=config.method, model=config.model_name)
+        return JSONResponse(state, status_code=200 if state["status"] == "ok" else 503)
+
+    @app.get("/metrics")
+    async def metrics(request: Request) -> dict:
+        return {"method": config.method, "model": config.model_name, **request.app.state.scheduler.metrics()}
+
+    @app.post("/v1/completions")
+    async def completions(request: Request):
+        body = protocol.parse_request(await request.body(), CompletionRequest)
+        prompt_ids = _encode(request_pair, body.prompt_input(), chat=False)
+        default = protocol.COMPLETIONS_DEFAULT_MAX_TOKENS
+        return await _serve(request, body, prompt_ids, "text_completion", "cmpl", default)
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request):
+        body = protocol.parse_request(await request.body(), ChatRequest)
+        prompt_ids = _encode(request_pair, body.chat_messages(), chat=True)
+        default = config.default_max_tokens
+        return await _serve(request, body, prompt_ids, "chat.completion", "chatcmpl", default)
+
+    async def _serve(request: Request, body, prompt_ids: list[int], kind: str, prefix: str, default: int):
+        if body.model != config.model_name:
+            raise APIError(404, f"model {body.model!r} is not served here; use {config.model_name!r}",
+                           param="model", code="model_not_found")
+        generation = body.generation_config(default, random.getrandbits(31))
+        try:
+            job = request.app.state.scheduler.submit(prompt_ids, generation)
+        except QueueFull:
+            raise APIError(503, "the server is busy: the request queue is full; retry later",
+                           "server_error", code="queue_full") from None
+        first = await _next_event(request, job)  # raises on an early error or a disconnect
+        rid = protocol.new_id(prefix)
+        if body.stream:
+            include_usage = bool(body.stream_options and body.stream_options.include_usage)
+            events = _sse(request, job, first, kind, rid, include_usage)
+            return StreamingResponse(events, media_type="text/event-stream")
+        item = first
+        while item.result is None:
+            item = await _next_event(request, job)
+        return protocol.completion_body(kind, rid, config.model_name, item.result, config.method)
+
+    async def _sse(
+        request: Request, job: Job, first: Chunk, kind: str, rid: str, include_usage: bool
+    ) -> AsyncIterator[str]:
+        chunk_kind = "chat.completion.chunk" if kind == "chat.completion" else "text_completion"
+        model = config.model_name
+        try:
+            item, opened = first, False
+            while True:
+                if item.text or not opened:
+                    yield _event(protocol.chunk_body(chunk_kind, rid, model, item.text, first=not opened))
+                    opened = True
+                if item.result is not None:
+                    reason = item.result.finish_reason
+                    yield _event(protocol.chunk_body(chunk_kind, rid, model, None, reason))
+                    if include_usage:
+                        last = protocol.usage_chunk_body(chunk_kind, rid, model, item.result, config.method)
+                        yield _event(last)
+                    break
+                try:  # here Starlette itself notices a disconnect and closes this generator
+                    item = await _next_event(request, job, poll_disconnect=False)
+                except APIError as exc:
+                    yield _event(exc.body())
+                    break
+            yield "data: [DONE]\n\n"
+        finally:  # normal end, or the client went away (the generator is closed or cancelled)
+            job.cancelled.set()
+
+    return app
+
+
+def _encode(pair: ModelPair, prompt: str | list, chat: bool) -> list[int]:
+    try:
+        return encode_prompt(pair, prompt, chat)
+    except SpecBranchError as exc:
+        code = "context_length_exceeded" if "context window" in str(exc) else None
+        raise APIError(400, str(exc), param="messages" if chat else "prompt", code=code) from None
+
+
+async def _next_event(request: Request, job: Job, poll_disconnect: bool = True) -> Chunk:
+    """The job's next chunk; APIError if it failed; cancels the job if the client disconnects."""
+    while True:
+        try:
+            timeout = DISCONNECT_POLL_SECONDS if poll_disconnect else None
+            item = await asyncio.wait_for(job.events.get(), timeout)
+        except TimeoutError:
+            if await request.is_disconnected():
+                job.cancelled.set()
+                raise APIError(499, "client disconnected") from None
+            continue
+        if isinstance(item, APIError):
+            raise item
+        return item
+
+
+def _event(payload: dict) -> str:
+    return f"data: {json.dumps(payload)}\n\n"
