@@ -74,8 +74,18 @@ def add_sampling_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_speculative_options(group: argparse._ArgumentGroup) -> None:
-    """--gamma and --draft-sampling (generate: the method's; bench: every method's default)."""
+    """--gamma, --draft-sampling, --draft-policy (generate: the method's; bench: every method's default)."""
     group.add_argument("--gamma", type=int, default=4, help="draft length per round for sd (default 4)")
+    group.add_argument(
+        "--draft-policy",
+        metavar="NAME[:OPT=V,...]",
+        help="draft-length policy: fixed (gamma tokens), heuristic (transformers' +2/-1 schedule with "
+        "a 0.4 confidence stop; options start, threshold), adaedl (entropy lower bound with an "
+        "adaptive threshold; cap, beta, start, step), svip (entropy bound, fixed threshold; cap, "
+        "threshold, beta), tapout (UCB1 bandit over heuristic/adaedl/svip; cap), cost (the measured "
+        "cost ratio c; length). Default: the method's own (sd: fixed; pearl: its schedule; "
+        "specbranch: cost). For pearl/specbranch it runs on the draft side under the method's cap",
+    )
     group.add_argument(
         "--draft-sampling",
         choices=["sample", "greedy"],
@@ -178,8 +188,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     sampling = SamplingParams(args.temperature, args.top_k, args.top_p)
     config = GenerationConfig(args.max_new_tokens, sampling, args.seed, tuple(args.stop or ()))
-    spec = SpeculativeConfig(args.gamma, args.draft_sampling)
+    spec = SpeculativeConfig(args.gamma, args.draft_sampling, args.draft_policy)
     options = method_options(args)
+    if args.draft_policy and args.method == "ar":
+        raise SpecBranchError("--draft-policy applies to the speculative methods, not ar")
     pair = load_from_args(args)
     if pair.tokenizer is None:
         raise SpecBranchError("the model has no tokenizer; generate needs one to read the prompt")
@@ -223,7 +235,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     if args.num_prompts < 1 or args.repeats < 1 or args.max_new_tokens < 1:
         raise SpecBranchError("--num-prompts, --repeats and --max-new-tokens must be >= 1")
-    defaults = SpeculativeConfig(args.gamma, args.draft_sampling)
+    defaults = SpeculativeConfig(args.gamma, args.draft_sampling, args.draft_policy)
     methods = [parse_method(m, defaults) for m in args.methods]
     if len({m.name for m in methods}) != len(methods):
         raise SpecBranchError("--methods lists the same method twice")
@@ -255,7 +267,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     if args.max_queue < 1 or args.request_timeout <= 0 or args.default_max_tokens < 1:
         raise SpecBranchError("--max-queue must be >= 1, --request-timeout > 0, --default-max-tokens >= 1")
-    spec = SpeculativeConfig(args.gamma, args.draft_sampling)
+    spec = SpeculativeConfig(args.gamma, args.draft_sampling, args.draft_policy)
     options = method_options(args)
     pair = load_from_args(args)
     name = args.served_model_name or (args.target or f"specbranch/{args.pair or DEFAULT_PAIR}")

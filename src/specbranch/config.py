@@ -56,16 +56,24 @@ class SpeculativeConfig:
     gamma: draft length per round for SD (and the initial block for PEARL).
     draft_sampling: "sample" drafts x ~ q and verifies with rule 1 (needs q rows);
         "greedy" drafts argmax q and verifies with rule 2 (needs only token ids).
+    draft_policy: a draft-length policy spec (`specbranch.policies`, e.g. "adaedl" or
+        "svip:threshold=0.5"); None = the method's own: fixed gamma for SD, the PEARL schedule,
+        the measured cost length c for SpecBranch.
     """
 
     gamma: int = 4
     draft_sampling: DraftSampling = "sample"
+    draft_policy: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.gamma, int) or self.gamma < 1:
             raise SpecBranchError(f"gamma (draft length) must be a whole number >= 1, got {self.gamma!r}")
         if self.draft_sampling not in ("greedy", "sample"):
             raise SpecBranchError(f"draft_sampling must be 'greedy' or 'sample', got {self.draft_sampling!r}")
+        if self.draft_policy is not None:
+            from specbranch.policies import parse_policy
+
+            parse_policy(self.draft_policy)
 
 
 @dataclass(frozen=True)

@@ -104,15 +104,16 @@ def _group(store: dist.Store, rank: int, backend: str, timeout: timedelta) -> di
 
 
 def _decode_request(ints: list[int], floats: list[float]) -> DraftRequest:
-    seed, sampled, k_max, top_k, *prompt = ints
+    seed, sampled, k_max, top_k, gamma, cap, n_policy, *rest = ints
+    policy = bytes(rest[:n_policy]).decode() or None
     temperature, top_p, epsilon = floats
     sampling = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p)
-    return DraftRequest(prompt, sampling, seed, bool(sampled), k_max, epsilon)
+    return DraftRequest(rest[n_policy:], sampling, seed, bool(sampled), k_max, epsilon, policy, gamma, cap)
 
 
 def _decode_decision(ints: list[int]) -> Decision:
-    branch, max_len, n_commit, *tokens = ints
-    return Decision(tokens[:n_commit], tokens[n_commit:], branch, max_len)
+    branch, max_len, verified, accepted, n_commit, *tokens = ints
+    return Decision(tokens[:n_commit], tokens[n_commit:], branch, max_len, verified, accepted)
 
 
 def _encode_proposal(proposal: Proposal) -> tuple[list[int], list[float], torch.Tensor | None]:
@@ -264,11 +265,14 @@ class WorkerLink:
 
     def start(self, request: DraftRequest) -> None:
         s = request.sampling
-        ints = [request.seed, int(request.sampled), request.k_max, s.top_k] + list(request.prompt_ids)
+        policy = list((request.policy or "").encode())
+        ints = [request.seed, int(request.sampled), request.k_max, s.top_k, request.policy_gamma]
+        ints += [request.policy_cap, len(policy)] + policy + list(request.prompt_ids)
         self._send(START, ints, [s.temperature, s.top_p, request.epsilon])
 
     def send(self, decision: Decision) -> None:
-        ints = [decision.branch, decision.max_len, len(decision.commit)] + decision.commit + decision.pending
+        d = decision
+        ints = [d.branch, d.max_len, d.verified, d.accepted, len(d.commit)] + d.commit + d.pending
         self._send(DECISION, ints)
 
     def receive(self) -> Proposal:

@@ -3,8 +3,10 @@
 A spec is `METHOD[:NAME=VALUE,...]`; METHOD is one of `specbranch.decoders.METHODS` or
 `hf-assisted` (transformers' `generate(assistant_model=...)` on the same models, its default
 assisted-generation schedule). Option names are the engine options (`ParallelConfig` fields),
-`gamma` and `draft_sampling` (`SpeculativeConfig`), and `threads` (torch threads of the caller
-while this method runs; the parallel methods otherwise use `target_threads`/`draft_threads`).
+`gamma`, `draft_sampling` and `draft_policy` (`SpeculativeConfig`), and `threads` (torch
+threads of the caller while this method runs; the parallel methods otherwise use
+`target_threads`/`draft_threads`). Options after `draft_policy=NAME` that are none of these
+belong to the policy: `sd:draft_policy=svip,threshold=0.5` is SD with `svip:threshold=0.5`.
 """
 
 from __future__ import annotations
@@ -51,11 +53,16 @@ def parse_method(text: str, defaults: SpeculativeConfig | None = None) -> Method
         choices = ", ".join(BENCH_METHODS)
         raise SpecBranchError(f"unknown method {method!r} in {text!r}; choose from {choices}")
     options: dict = {}
+    known = {*SPEC_FIELDS, *PARALLEL_OPTIONS, "threads"}
     for item in filter(None, rest.split(",")):
         key, eq, value = item.partition("=")
         if not eq:
             raise SpecBranchError(f"method option {item!r} in {text!r} must look like name=value")
-        options[key.strip().replace("-", "_")] = _value(value.strip())
+        key = key.strip().replace("-", "_")
+        if key not in known and "draft_policy" in options:  # an option of the draft policy
+            options["draft_policy"] += ("," if ":" in options["draft_policy"] else ":") + item.strip()
+            continue
+        options[key] = value.strip() if key == "draft_policy" else _value(value.strip())
     spec_overrides = {k: options.pop(k) for k in list(options) if k in SPEC_FIELDS}
     base = defaults or SpeculativeConfig()
     spec = SpeculativeConfig(**{**{f: getattr(base, f) for f in SPEC_FIELDS}, **spec_overrides})

@@ -17,6 +17,7 @@ from specbranch.decoders.sd import SpeculativeDecoder
 from specbranch.decoders.specbranch import SpecBranchPolicy
 from specbranch.errors import SpecBranchError
 from specbranch.models import ModelPair
+from specbranch.policies import build_policy, parse_policy
 from specbranch.probe import VERIFY_TOKENS, CostRatio, forward_seconds
 from specbranch.runner import CachedModel
 
@@ -37,7 +38,12 @@ def build_decoder(pair: ModelPair, method: str, spec: SpeculativeConfig, **optio
     if method == "sd":
         target = CachedModel(pair.target, pair.vocab_size)
         draft = CachedModel(pair.draft, pair.vocab_size)
-        return SpeculativeDecoder(target, draft, spec, pair.max_length, pair.eos_ids)
+        policy_spec = spec.draft_policy or "fixed"
+        cap = spec.gamma
+        if parse_policy(policy_spec)[0] not in ("fixed", "heuristic"):  # these need no cost ratio
+            cap = CostRatio(forward_seconds(target, VERIFY_TOKENS), forward_seconds(draft, 1)).draft_length
+        policy = build_policy(policy_spec, spec.gamma, cap)
+        return SpeculativeDecoder(target, draft, spec, pair.max_length, pair.eos_ids, policy)
     unknown = sorted(set(options) - set(PARALLEL_OPTIONS))
     if unknown or (method == "pearl" and {"k_max", "epsilon"} & set(options)):
         raise SpecBranchError(f"method {method!r} takes no options {unknown or ['k_max', 'epsilon']}")
@@ -81,7 +87,8 @@ def build_parallel(
         policy = PearlPolicy(length)
     else:
         policy = SpecBranchPolicy(config.k_max, config.epsilon, length)
-    return ParallelDecoder(target, link, policy, spec.draft_sampling, cost)
+    draft_policy = (spec.draft_policy, spec.gamma, length)
+    return ParallelDecoder(target, link, policy, spec.draft_sampling, draft_policy, cost)
 
 
 __all__ = ["METHODS", "PARALLEL_OPTIONS", "Decoder", "build_decoder"]

@@ -13,7 +13,9 @@ target committed last round and which tokens stay pending) and answers with a `P
   3. extend all branches together, one batched tree forward per step (`CachedModel.tree_step`:
      the branches share the prefix KV), up to `max_len` tokens per branch, root included.
      A branch stops at EOS, or at its first position whose draft confidence max q < epsilon
-     (that position is the natural next branch point; nothing is drafted there).
+     (that position is the natural next branch point; nothing is drafted there), or where the
+     draft-length policy, if the request names one, says stop (`specbranch.policies`; it also
+     caps max_len, and learns from the verified/accepted counts each decision carries).
 
 The draft never decides anything about acceptance: it only needs the target's decision.
 """
@@ -21,11 +23,13 @@ The draft never decides anything about acceptance: it only needs the target's de
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 
 import torch
 
 from specbranch.config import SamplingParams
+from specbranch.policies import DraftPolicy, RoundFeedback, build_policy
 from specbranch.runner import CachedModel
 from specbranch.sampling import make_generator, process_logits, sample
 
@@ -37,6 +41,8 @@ class DraftRequest:
     sampled: draft by sampling (x ~ q; the target needs q rows for rules 1 and 4) rather than
         deterministically (argmax q, top-k roots; rules 2 and 3).
     k_max: most branches at a branch point; epsilon: confidence below which a branch stops.
+    policy: a draft-length policy spec (`specbranch.policies`) that may stop branches sooner,
+        built with policy_gamma and policy_cap; None = none.
     """
 
     prompt_ids: list[int]
@@ -45,6 +51,9 @@ class DraftRequest:
     sampled: bool
     k_max: int = 1
     epsilon: float = 0.0
+    policy: str | None = None
+    policy_gamma: int = 4
+    policy_cap: int = 1
 
 
 @dataclass
@@ -53,13 +62,16 @@ class Decision:
 
     commit: tokens appended to X since the last decision; pending: the new U, which continues
     branch `branch` of the previous proposal right after its root (branch = -1: U is empty);
-    max_len: the longest branch (root included) to draft this round.
+    max_len: the longest branch (root included) to draft this round; verified / accepted:
+    drafted tokens the last round checked and kept (feedback for the draft-length policy).
     """
 
     commit: list[int]
     pending: list[int]
     branch: int
     max_len: int
+    verified: int = 0
+    accepted: int = 0
 
 
 @dataclass
@@ -103,11 +115,21 @@ class BranchDrafter:
     def __init__(self, runner: CachedModel, eos_ids: frozenset[int]) -> None:
         self.runner = runner
         self.eos_ids = eos_ids
+        self.policy: DraftPolicy | None = None
+        self.policy_key: tuple | None = None
 
     def start(self, request: DraftRequest) -> None:
-        """Reset for a new request (the first decision commits the prompt)."""
+        """Reset for a new request (the first decision commits the prompt).
+
+        The draft-length policy is kept (and keeps learning) while requests ask for the same one.
+        """
         self.runner.reset()
         self.request = request
+        key = (request.policy, request.policy_gamma, request.policy_cap)
+        if key != self.policy_key:
+            self.policy_key = key
+            self.policy = None if request.policy is None else build_policy(*key)
+        self.round_started: float | None = None
         self.generator = make_generator(request.seed, "draft")
         self.committed: list[int] = []  # X
         self.known: list[int] = []  # X + U
@@ -115,11 +137,21 @@ class BranchDrafter:
 
     def round(self, decision: Decision) -> Proposal:
         """Apply the decision, then draft branches from the new branch point."""
+        max_len = decision.max_len
+        if self.policy is not None:
+            now = time.perf_counter()
+            if self.round_started is not None:
+                seconds = now - self.round_started
+                self.policy.observe(
+                    RoundFeedback(decision.verified, decision.accepted, len(decision.commit), seconds)
+                )
+            self.round_started = now
+            max_len = min(max_len, self.policy.max_length())
         q_pending = self._apply(decision)
         logits = self.runner.logits_for(self.known, 1)[0]  # [V]
         q_b = process_logits(logits, self.request.sampling)  # [V]
         self.branches = [_Branch([root]) for root in self._roots(logits, q_b)]
-        self._extend(decision.max_len)
+        self._extend(max_len)
         return Proposal(
             branches=[b.tokens for b in self.branches],
             q_pending=q_pending,
@@ -169,6 +201,9 @@ class BranchDrafter:
             )  # [m, V]
             q = process_logits(logits, self.request.sampling)  # [m, V]
             sure = (confidence(logits) >= self.request.epsilon).tolist()  # [m]
+            if self.policy is not None:
+                keep = self.policy.keep(logits.float().softmax(-1))
+                sure = [s and k for s, k in zip(sure, keep, strict=True)]
             for i, branch in enumerate(active):
                 branch.slots.append(base + i)
                 if not sure[i]:

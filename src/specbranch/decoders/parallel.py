@@ -96,7 +96,9 @@ class ParallelDecoder:
 
     draft_sampling: "sample" drafts x ~ q (rules 1 and 4, q rows cross over) or "greedy"
     drafts argmax/top-k (rules 2 and 3, only token ids cross over). At temperature 0 the
-    deterministic rules are always used. cost: the measured cost ratio (reported).
+    deterministic rules are always used. draft_policy: (spec, gamma, cap) of a draft-length
+    policy run on the draft side under the method's own cap (spec None: none). cost: the
+    measured cost ratio (reported).
     """
 
     def __init__(
@@ -105,10 +107,11 @@ class ParallelDecoder:
         link: DraftLink,
         policy: BranchPolicy,
         draft_sampling: str,
+        draft_policy: tuple[str | None, int, int],
         cost: CostRatio | None = None,
     ) -> None:
         self.target, self.link, self.policy, self.cost = target, link, policy, cost
-        self.draft_sampling = draft_sampling
+        self.draft_sampling, self.draft_policy = draft_sampling, draft_policy
         self.draft_busy, self.draft_forwards = 0.0, 0
 
     def start(self, prompt_ids: list[int], sampling: SamplingParams, seed: int) -> None:
@@ -122,13 +125,16 @@ class ParallelDecoder:
         self.told = 0  # committed tokens the draft has been told about
         self.draft_busy, self.draft_forwards = 0.0, 0
         policy = self.policy
-        self.link.start(DraftRequest(prompt_ids, sampling, seed, self.sampled, policy.k_max, policy.epsilon))
+        self.last = (0, 0)  # (verified, accepted) of the last round, for the draft's policy
+        request = DraftRequest(prompt_ids, sampling, seed, self.sampled, policy.k_max, policy.epsilon)
+        request.policy, request.policy_gamma, request.policy_cap = self.draft_policy
+        self.link.start(request)
 
     def step(self, seq: list[int], budget: int) -> RoundStats:
         pending = self.pending
         # Branch tokens past the budget could never be committed.
         max_len = max(1, min(self.policy.draft_length(), budget - len(pending)))
-        self.link.send(Decision(seq[self.told :], pending, self.branch, max_len))
+        self.link.send(Decision(seq[self.told :], pending, self.branch, max_len, *self.last))
         self.told = len(seq)
         logits = self.target.logits_for(seq + pending, len(pending) + 1)
         p = process_logits(logits, self.sampling)  # [|U|+1, V]
@@ -164,6 +170,7 @@ class ParallelDecoder:
                 stats.drafted = len(pending) + 1
                 self.pending, self.branch = proposal.branches[hit][1:], hit
         self.policy.update(correction is None and stats.branch_hit)
+        self.last = (stats.verified, stats.accepted)
         return stats
 
     def busy_seconds(self) -> tuple[float, float]:
