@@ -331,7 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=["ar", "sd", "pearl", "specbranch"],
         metavar="SPEC",
         help="methods to compare: ar, hf-assisted, sd, pearl, specbranch, or a variant with option "
-        "overrides such as specbranch:k_max=1,epsilon=0.3 or ar:threads=1 (default: ar sd pearl specbranch)",
+        "overrides such as specbranch:k_max=1,epsilon=0.3, ar:threads=1 or "
+        "sd:draft_policy=svip,threshold=0.5 (default: ar sd pearl specbranch)",
     )
     bench.add_argument(
         "--dataset",
