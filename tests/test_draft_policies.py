@@ -160,3 +160,13 @@ def test_temperature_one_distribution_is_exact_with_every_policy(method, policy)
         SMALL_TARGET, [1, 2, 3], length, lambda logits: process_logits(logits, sampling)
     )
     assert chi_square_pvalue(counts, expected, n) > 1e-3
+
+
+def test_bench_variant_carries_policy_options():
+    from specbranch.bench.methods import parse_method
+
+    spec = parse_method("sd:draft_policy=svip,threshold=0.5,gamma=6,cap=4").spec
+    assert (spec.draft_policy, spec.gamma) == ("svip:threshold=0.5,cap=4", 6)
+    assert parse_method("specbranch:draft_policy=adaedl,k_max=2").options == {"k_max": 2}
+    with pytest.raises(SpecBranchError, match="draft policy"):
+        parse_method("sd:draft_policy=svip,bogus=1")
