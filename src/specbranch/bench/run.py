@@ -98,6 +98,7 @@ def _run_one(runner, prompt_ids: list[int], config: GenerationConfig) -> RunReco
 
 def run_bench(pair: ModelPair, bench: BenchConfig, progress: bool = True) -> dict:
     """Run the benchmark; returns the results dict that `report.write_outputs` writes."""
+    machine = machine_info()  # at the start: the code that runs, not what is checked out at the end
     default_threads = torch.get_num_threads()
     runners = {}
     try:
@@ -149,8 +150,9 @@ def run_bench(pair: ModelPair, bench: BenchConfig, progress: bool = True) -> dic
             "ignore_eos": bench.ignore_eos,
             "baseline": baseline,
             "model_pair": pair.name,
+            "target_dtype": str(pair.target.dtype).removeprefix("torch."),
         },
-        "machine": machine_info(),
+        "machine": machine,
         "summary": summarize(records, bench.methods, memory),
         "per_dataset": {
             dataset: summarize([r for r in records if r["dataset"] == dataset], bench.methods, memory)
