@@ -8,24 +8,13 @@ drafting overlaps verification; in SD it simply sets gamma = c.
 
 from __future__ import annotations
 
-import torch
-
-from specbranch.policies.base import RoundFeedback
+from specbranch.policies.fixed import FixedPolicy
 
 
-class CostPolicy:
-    """Draft `length` = round(c) tokens per round."""
+class CostPolicy(FixedPolicy):
+    """Draft `length` = round(c) tokens per round (a fixed length, set by measurement)."""
 
     name = "cost"
 
     def __init__(self, length: int) -> None:
-        self.length = max(1, length)
-
-    def max_length(self) -> int:
-        return self.length
-
-    def keep(self, probs: torch.Tensor) -> list[bool]:
-        return [True] * probs.shape[0]
-
-    def observe(self, feedback: RoundFeedback) -> None:
-        pass
+        super().__init__(max(1, length))
