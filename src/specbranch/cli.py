@@ -97,7 +97,10 @@ def add_speculative_options(group: argparse._ArgumentGroup) -> None:
 
 
 def add_method_options(parser: argparse.ArgumentParser) -> None:
-    """Options of the speculative methods (speed only; never the output distribution)."""
+    """--method and the options of the speculative methods (speed only; never the output distribution)."""
+    parser.add_argument(
+        "--method", choices=METHODS, default="specbranch", help="decoding method (default specbranch)"
+    )
     add_speculative_options(parser.add_argument_group("speculative decoding"))
     group = parser.add_argument_group("parallel methods (pearl, specbranch)")
     group.add_argument(
@@ -305,9 +308,6 @@ def build_parser() -> argparse.ArgumentParser:
         "produce (greedy) or has exactly its distribution (sampling); the method changes speed only.",
     )
     gen.add_argument("prompt", help="the prompt text")
-    gen.add_argument(
-        "--method", choices=METHODS, default="specbranch", help="decoding method (default specbranch)"
-    )
     gen.add_argument("--stop", action="append", help="stop string (repeatable); the output ends before it")
     gen.add_argument("--stream", action="store_true", help="print tokens as they are committed")
     gen.add_argument(
@@ -365,9 +365,6 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serve the model pair behind OpenAI's API: GET /v1/models, POST /v1/completions, "
         "POST /v1/chat/completions (chat template), GET /health, GET /metrics. Requests are decoded one "
         "at a time in arrival order; --max-queue more may wait, beyond that the server answers 503.",
-    )
-    serve.add_argument(
-        "--method", choices=METHODS, default="specbranch", help="decoding method (default specbranch)"
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")

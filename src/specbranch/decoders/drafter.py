@@ -200,10 +200,10 @@ class BranchDrafter:
                 [len(b.tokens) - 1 for b in active],
             )  # [m, V]
             q = process_logits(logits, self.request.sampling)  # [m, V]
-            sure = (confidence(logits) >= self.request.epsilon).tolist()  # [m]
+            raw = logits.float().softmax(-1)  # [m, V] the draft's own distribution (see confidence)
+            sure = (raw.amax(-1) >= self.request.epsilon).tolist()  # [m]
             if self.policy is not None:
-                keep = self.policy.keep(logits.float().softmax(-1))
-                sure = [s and k for s, k in zip(sure, keep, strict=True)]
+                sure = [s and k for s, k in zip(sure, self.policy.keep(raw), strict=True)]
             for i, branch in enumerate(active):
                 branch.slots.append(base + i)
                 if not sure[i]:
