@@ -100,7 +100,7 @@ def gguf_to_folder(gguf_path: Path, key: str | None = None) -> Path:
         key = f"{gguf_path.stem}-{digest[:16]}"
     target = cache_dir() / "converted" / key
     if (target / "config.json").exists():
-        _drop_gguf_quantization_config(target / "config.json")
+        drop_gguf_quantization_config(target / "config.json")
         return target
     log.warning("converting %s to safetensors (once; this takes a while)", gguf_path.name)
     tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
@@ -111,13 +111,12 @@ def gguf_to_folder(gguf_path: Path, key: str | None = None) -> Path:
     fresh = AutoModelForCausalLM.from_config(loaded.config, dtype=torch.float32)
     fresh.load_state_dict(loaded.state_dict())
     fresh.generation_config = loaded.generation_config
-    if hasattr(fresh.config, "quantization_config"):  # the weights are plain now
-        del fresh.config.quantization_config
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{key}-"))
     try:
         fresh.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        drop_gguf_quantization_config(tmp / "config.json")  # the weights are plain now
         tmp.rename(target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -125,7 +124,7 @@ def gguf_to_folder(gguf_path: Path, key: str | None = None) -> Path:
     return target
 
 
-def _drop_gguf_quantization_config(config_path: Path) -> None:
+def drop_gguf_quantization_config(config_path: Path) -> None:
     """Remove a stale GGUF `quantization_config` from a converted folder's config.json.
 
     Folders converted by earlier versions kept it; transformers then warns, wrongly, that
