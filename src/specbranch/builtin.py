@@ -133,7 +133,7 @@ def assemble_gguf(model: BuiltinModel, dest: Path) -> None:
 
 def builtin_model_folder(name: str) -> Path:
     """The converted safetensors folder of a built-in model, building it on first use."""
-    from specbranch.models import drop_gguf_quantization_config, cache_dir, gguf_to_folder
+    from specbranch.models import cache_dir, drop_gguf_quantization_config, gguf_to_folder
 
     if name not in MODELS:
         raise SpecBranchError(f"unknown built-in model {name!r}; available: {', '.join(MODELS)}")

@@ -120,6 +120,13 @@ def add_method_options(parser: argparse.ArgumentParser) -> None:
         "(default 0.2)",
     )
     group.add_argument(
+        "--hrad",
+        metavar="PREDICTOR",
+        help="specbranch: H-RAD predictor file (from `specbranch hrad train`) deciding after each "
+        "verification how much of the surviving branch to keep; 'auto' = the predictor shipped for a "
+        "built-in pair (none for other pairs), 'none' = off (default auto)",
+    )
+    group.add_argument(
         "--max-draft-len",
         type=int,
         help="branch length (pearl: initial block, grows to 2x while accepted) (default: the measured "
@@ -143,7 +150,7 @@ def add_method_options(parser: argparse.ArgumentParser) -> None:
 
 
 PARALLEL_FLAGS = (
-    "inline", "k_max", "epsilon", "max_draft_len", "draft_threads", "target_threads", "master_addr",
+    "inline", "k_max", "epsilon", "hrad", "max_draft_len", "draft_threads", "target_threads", "master_addr",
     "master_port", "worker_timeout",
 )
 
@@ -156,8 +163,8 @@ def method_options(args: argparse.Namespace) -> dict:
             raise SpecBranchError(f"{', '.join(given)} apply to --method pearl or specbranch only")
         return {}
     options = {f: getattr(args, f) for f in PARALLEL_FLAGS if getattr(args, f) not in (None, False)}
-    if args.method == "pearl" and {"k_max", "epsilon"} & set(options):
-        raise SpecBranchError("--k-max and --epsilon apply to --method specbranch only")
+    if args.method == "pearl" and {"k_max", "epsilon", "hrad"} & set(options):
+        raise SpecBranchError("--k-max, --epsilon and --hrad apply to --method specbranch only")
     return options
 
 
@@ -226,6 +233,14 @@ def cmd_generate(args: argparse.Namespace) -> int:
             f"{m.overlap_efficiency:.2f}",
             file=sys.stderr,
         )
+    decisions = m.hrad_keep_none + m.hrad_keep_confident + m.hrad_keep_all
+    if decisions:
+        print(
+            f"  H-RAD: {decisions} decisions (keep none {m.hrad_keep_none}, while confident "
+            f"{m.hrad_keep_confident}, all {m.hrad_keep_all}); overhead {100 * m.hrad_overhead:.2f}% of "
+            "decode time",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -279,6 +294,63 @@ def cmd_serve(args: argparse.Namespace) -> int:
     url = f"http://{args.host}:{args.port}/v1"
     print(f"serving {name!r} with --method {args.method} on {url}", file=sys.stderr)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    return 0
+
+
+def _slice_prompts(args: argparse.Namespace) -> list:
+    """--skip then --num-prompts prompts of each --dataset, or of --prompts-file."""
+    from specbranch.datasets import load_dataset, load_prompts_file
+
+    if args.num_prompts < 1 or args.skip < 0:
+        raise SpecBranchError("--num-prompts must be >= 1 and --skip >= 0")
+    end = args.skip + args.num_prompts
+    if args.prompts_file:
+        return load_prompts_file(args.prompts_file, args.prompt_field, end)[args.skip :]
+    prompts = [p for name in args.dataset for p in load_dataset(name, end)[args.skip :]]
+    if not prompts:
+        raise SpecBranchError(f"--skip {args.skip} leaves no prompts")
+    return prompts
+
+
+def cmd_hrad_collect(args: argparse.Namespace) -> int:
+    from specbranch.config import ParallelConfig, SamplingParams
+    from specbranch.hrad.collect import CollectConfig, collect
+
+    prompts = _slice_prompts(args)
+    sampling = SamplingParams(args.temperature, args.top_k, args.top_p)
+    given = {k: getattr(args, k) for k in ("k_max", "max_draft_len", "inline")}
+    parallel = ParallelConfig(**{k: v for k, v in given.items() if v not in (None, False)}, hrad=None)
+    config = CollectConfig(args.layers, args.max_new_tokens, sampling, args.seed, args.chat, parallel)
+    args.method = "specbranch"
+    pair = load_from_args(args)
+    if pair.tokenizer is None:
+        raise SpecBranchError("the model has no tokenizer; hrad collect needs one to read the prompts")
+    summary = collect(pair, prompts, args.out, config, progress=not args.no_progress)
+    print(json.dumps(summary))
+    return 0
+
+
+def cmd_hrad_train(args: argparse.Namespace) -> int:
+    from specbranch.hrad.data import read_data
+    from specbranch.hrad.predictor import CLASSES
+    from specbranch.hrad.train import TrainConfig, train_predictor
+
+    header, features, labels = read_data(args.data)
+    config = TrainConfig(
+        tuple(args.hidden), args.dropout, args.epochs, args.batch_size, args.lr, args.weight_decay,
+        args.val_fraction, args.seed,
+    )
+    counts = [int((labels == c).sum()) for c in range(len(CLASSES))]
+    print(f"{len(labels)} samples, {features.shape[1]} features; classes {counts}", file=sys.stderr)
+    predictor = train_predictor(features, labels, header, config, [str(p) for p in args.data])
+    predictor.save(args.out)
+    meta = predictor.meta
+    print(f"validation ({meta.val_samples} samples): accuracy {meta.val_accuracy:.3f}")
+    print("confusion matrix (rows: true class, columns: predicted):")
+    print(f"  {'':>44s} " + " ".join(f"{c:>6d}" for c in range(len(CLASSES))))
+    for c, row in enumerate(meta.val_confusion):
+        print(f"  {c} {CLASSES[c]:>42s} " + " ".join(f"{n:>6d}" for n in row))
+    print(f"wrote {args.out}", file=sys.stderr)
     return 0
 
 
@@ -396,6 +468,71 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_options(serve)
     add_method_options(serve)
     serve.set_defaults(func=cmd_serve)
+
+    hrad = sub.add_parser(
+        "hrad",
+        help="H-RAD predictor: collect training data, train",
+        description="H-RAD decides after each SpecBranch verification how much of the surviving branch to "
+        "keep. `collect` runs SpecBranch on prompts and stores (target features, label) samples; `train` "
+        "fits the predictor; use it with `--hrad PREDICTOR`.",
+    )
+    hrad_sub = hrad.add_subparsers(dest="hrad_command", required=True)
+    hc = hrad_sub.add_parser(
+        "collect",
+        help="run SpecBranch on prompts and store H-RAD training samples",
+        description="Run SpecBranch (full-length branches, kept whole) and store, after every branch hit, "
+        "the target features z and a label from how much of that branch the next round accepted (0 none, "
+        "1 part, 2 all). One record per prompt is appended to --out: an interrupted run keeps what it "
+        "wrote, and rerunning the same command resumes after the last finished prompt.",
+    )
+    hc.add_argument("--out", required=True, help="data file to write (appended to and resumed if it exists)")
+    hc.add_argument(
+        "--dataset", nargs="+", default=["gsm8k"], choices=["humaneval", "gsm8k", "mt_bench"],
+        help="bundled prompt sets (default gsm8k, which the benchmark tables do not use)",
+    )
+    hc.add_argument("--prompts-file", help="a JSONL file of prompts instead of --dataset")
+    hc.add_argument("--prompt-field", default="prompt", help="field of --prompts-file holding the prompt")
+    hc.add_argument(
+        "--skip", type=int, default=0,
+        help="prompts to skip at the start of each dataset, e.g. to stay clear of the ones benchmarks "
+        "report on (default 0)",
+    )
+    hc.add_argument(
+        "--num-prompts", type=int, default=20, help="prompts per dataset after --skip (default 20)"
+    )
+    hc.add_argument("--layers", type=int, default=4, help="K, the target's last layers in z (default 4)")
+    hc.add_argument("--k-max", type=int, help="most branches at a branch point (default 4)")
+    hc.add_argument("--max-draft-len", type=int, help="branch length (default: the measured cost ratio)")
+    hc.add_argument("--inline", action="store_true", help="run the draft in this process (no worker)")
+    hc.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_model_options(hc)
+    add_sampling_options(hc)
+    hc.set_defaults(func=cmd_hrad_collect)
+    ht = hrad_sub.add_parser(
+        "train",
+        help="train the H-RAD predictor on collected samples",
+        description="Train the 3-class MLP (3 layers, ReLU, dropout) on the samples of DATA files, with a "
+        "stratified train/validation split and class-balanced loss; print validation accuracy and the "
+        "confusion matrix; save the predictor with its metadata (model pair, K, sizes, classes, data).",
+    )
+    ht.add_argument("data", nargs="+", help="data files from `specbranch hrad collect` (same model pair)")
+    ht.add_argument("--out", required=True, help="predictor file to write")
+    ht.add_argument(
+        "--hidden", type=int, nargs=2, default=[64, 32], metavar=("H1", "H2"),
+        help="hidden widths (default 64 32)",
+    )
+    ht.add_argument(
+        "--dropout", type=float, default=0.2, help="dropout after each hidden layer (default 0.2)"
+    )
+    ht.add_argument("--epochs", type=int, default=60, help="passes over the training split (default 60)")
+    ht.add_argument("--batch-size", type=int, default=64, help="minibatch size (default 64)")
+    ht.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (default 1e-3)")
+    ht.add_argument("--weight-decay", type=float, default=1e-2, help="AdamW weight decay (default 0.01)")
+    ht.add_argument(
+        "--val-fraction", type=float, default=0.2, help="share of each class held out (default 0.2)"
+    )
+    ht.add_argument("--seed", type=int, default=0, help="split and initialisation seed (default 0)")
+    ht.set_defaults(func=cmd_hrad_train)
 
     models = sub.add_parser("models", help="list built-in models and pairs and whether they are installed")
     models.set_defaults(func=cmd_models)

@@ -115,6 +115,8 @@ class ParallelConfig:
     draft_device: device of the draft worker (None = where the draft model is).
     master_addr / master_port: rendezvous of the two processes (port 0 = any free port).
     worker_timeout: seconds a reply from the draft worker may take before it counts as hung.
+    hrad: H-RAD predictor (SpecBranch only): a predictor file, "auto" (the one shipped for a
+        built-in pair, none otherwise) or None / "none" (off: keep branches cut at epsilon).
     """
 
     inline: bool = False
@@ -127,8 +129,11 @@ class ParallelConfig:
     master_addr: str = "127.0.0.1"
     master_port: int = 0
     worker_timeout: float = 60.0
+    hrad: str | None = "auto"
 
     def __post_init__(self) -> None:
+        if self.hrad is not None and (not isinstance(self.hrad, str) or not self.hrad):
+            raise SpecBranchError(f"hrad must be a predictor file, 'auto' or 'none', got {self.hrad!r}")
         if not isinstance(self.k_max, int) or self.k_max < 1:
             raise SpecBranchError(f"k_max must be a whole number >= 1, got {self.k_max!r}")
         if not isinstance(self.epsilon, int | float) or not 0.0 <= self.epsilon < 1.0:

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from specbranch.config import GenerationConfig, SpeculativeConfig
-from specbranch.decoders import build_decoder
+from specbranch.decoders import Decoder, build_decoder
 from specbranch.errors import SpecBranchError
 from specbranch.metrics import GenerationMetrics
 from specbranch.models import ModelPair
@@ -139,6 +139,13 @@ class Engine:
         self.pair = pair
         self.method = method
         self.decoder = build_decoder(pair, method, spec or SpeculativeConfig(), **options)
+
+    @classmethod
+    def from_decoder(cls, pair: ModelPair, method: str, decoder: Decoder) -> Engine:
+        """An engine around an already-built decoder (e.g. one with an H-RAD label recorder)."""
+        engine = cls.__new__(cls)
+        engine.pair, engine.method, engine.decoder = pair, method, decoder
+        return engine
 
     def close(self) -> None:
         """Stop workers, if the method has any."""

@@ -9,6 +9,8 @@ Terms (ALGORITHM.md, "Metrics"):
 - `draft_waste` = all discarded drafted tokens (unselected branches too) / all drafted tokens;
 - `branch_hit_rate` = rounds whose branch point hit a branch / rounds that branched;
 - `overlap_efficiency` = busy time of the busier side / wall time;
+- `hrad_overhead` = time H-RAD spent deciding (feature capture and predictor) / wall time;
+  `hrad_keep_none` / `hrad_keep_confident` / `hrad_keep_all` count its decisions by class;
 - `cost_ratio` = c, the measured T_target_verify / T_draft_step (parallel methods), and
   `draft_length` the branch length it set (PEARL: the initial block).
 """
@@ -27,6 +29,7 @@ class RoundStats:
     verified: draft tokens the target checked; accepted: how many of those it kept.
     drafted_total: every drafted token including unselected branches.
     branched / branch_hit: whether the round had a branch point and whether it hit.
+    hrad_class / hrad_seconds: H-RAD's decision after the hit (-1: none) and its run time.
     """
 
     committed: list[int]
@@ -36,6 +39,8 @@ class RoundStats:
     drafted_total: int = 0
     branched: bool = False
     branch_hit: bool = False
+    hrad_class: int = -1
+    hrad_seconds: float = 0.0
 
 
 @dataclass
@@ -57,6 +62,10 @@ class GenerationMetrics:
     draft_busy_seconds: float = 0.0
     cost_ratio: float = 0.0
     draft_length: int = 0
+    hrad_keep_none: int = 0
+    hrad_keep_confident: int = 0
+    hrad_keep_all: int = 0
+    hrad_seconds: float = 0.0
     accept_lengths: list[int] = field(default_factory=list)
 
     def add_round(self, stats: RoundStats, kept: int) -> None:
@@ -68,6 +77,10 @@ class GenerationMetrics:
         self.drafted_tokens_total += max(stats.drafted_total, stats.drafted)
         self.branch_rounds += int(stats.branched)
         self.branch_hits += int(stats.branch_hit)
+        if stats.hrad_class >= 0:
+            name = ("hrad_keep_none", "hrad_keep_confident", "hrad_keep_all")[stats.hrad_class]
+            setattr(self, name, getattr(self, name) + 1)
+        self.hrad_seconds += stats.hrad_seconds
         self.accept_lengths.append(kept)
 
     def merge(self, other: GenerationMetrics) -> None:
@@ -114,6 +127,10 @@ class GenerationMetrics:
     def overlap_efficiency(self) -> float:
         return self._ratio(max(self.target_busy_seconds, self.draft_busy_seconds), self.wall_seconds)
 
+    @property
+    def hrad_overhead(self) -> float:
+        return self._ratio(self.hrad_seconds, self.wall_seconds)
+
     def to_dict(self) -> dict:
         """All counters and rates as a flat JSON-ready dict."""
         out = asdict(self)
@@ -125,6 +142,7 @@ class GenerationMetrics:
             "branch_hit_rate",
             "tokens_per_second",
             "overlap_efficiency",
+            "hrad_overhead",
         ):
             out[name] = getattr(self, name)
         return out

@@ -11,6 +11,11 @@ Branches (SpecBranch drafting) live in the same cache after the linear part, as 
 `tree_step` feeds one token per branch in one forward with a tree attention mask, so branches
 share the prefix KV instead of copying it. `keep_branch` moves the surviving branch's entries
 right after the prefix and drops the rest; only new positions are ever copied.
+
+Feature capture (H-RAD, `specbranch.hrad`): with `capture_layers = K > 0`, every forward keeps
+`last_hidden`, the hidden states of the model's last K layers at the last position it fed,
+concatenated ([K * hidden]); nothing else is retained. With K = 0 (the default) the forward
+does not ask the model for hidden states at all.
 """
 
 from __future__ import annotations
@@ -26,12 +31,15 @@ class CachedModel:
 
     vocab_size: logits are cut to this width (drops padding rows beyond the tokenizer's vocab).
     busy_seconds: wall time spent in forwards, for the busy-time metrics.
+    capture_layers / last_hidden: see the module docstring.
     """
 
     def __init__(self, model: PreTrainedModel, vocab_size: int) -> None:
         self.model = model
         self.vocab_size = vocab_size
         self.device = next(model.parameters()).device
+        self.capture_layers = 0
+        self.last_hidden: torch.Tensor | None = None
         self.reset()
 
     def reset(self) -> None:
@@ -66,8 +74,17 @@ class CachedModel:
         """One timed, counted forward of `tokens` on the cache; logits [m, vocab_size]."""
         start = time.perf_counter()
         ids = torch.tensor([tokens], dtype=torch.long, device=self.device)  # [1, m]
-        out = self.model(input_ids=ids, past_key_values=self.cache, use_cache=True, **kwargs)
+        capture = self.capture_layers
+        out = self.model(
+            input_ids=ids,
+            past_key_values=self.cache,
+            use_cache=True,
+            output_hidden_states=capture > 0,
+            **kwargs,
+        )
         logits = out.logits[0, :, : self.vocab_size]  # [m, V] (m = kept positions)
+        if capture:  # [K * hidden]: the last K layers at the last fed position
+            self.last_hidden = torch.cat([h[0, -1] for h in out.hidden_states[-capture:]]).float()
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         self.busy_seconds += time.perf_counter() - start

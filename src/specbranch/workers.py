@@ -122,7 +122,8 @@ def _encode_proposal(proposal: Proposal) -> tuple[list[int], list[float], torch.
     rows = None
     if proposal.q_b is not None:
         rows = torch.cat([proposal.q_pending, proposal.q_b[None]])  # [|U|+1, V]
-    return ints, [proposal.busy_seconds], rows
+    floats = [proposal.busy_seconds] + [c for conf in proposal.confidences for c in conf]
+    return ints, floats, rows
 
 
 def draft_worker_main(
@@ -279,12 +280,13 @@ class WorkerLink:
         ints, floats, rows = self._expect(PROPOSAL)
         forwards, k, *rest = ints
         lengths, flat = rest[:k], rest[k:]
-        branches, at = [], 0
+        branches, confidences, at, at_conf = [], [], 0, 1
         for n in lengths:
             branches.append(flat[at : at + n])
-            at += n
+            confidences.append(floats[at_conf : at_conf + n - 1])
+            at, at_conf = at + n, at_conf + n - 1
         q_pending, q_b = (rows[:-1], rows[-1]) if rows is not None else (None, None)
-        return Proposal(branches, q_pending, q_b, floats[0], forwards)
+        return Proposal(branches, confidences, q_pending, q_b, floats[0], forwards)
 
     def alive(self) -> bool:
         """Whether the worker process runs and the link to it is intact."""

@@ -11,11 +11,12 @@ from specbranch.config import ParallelConfig, SpeculativeConfig
 from specbranch.decoders.ar import AutoregressiveDecoder
 from specbranch.decoders.base import Decoder
 from specbranch.decoders.drafter import BranchDrafter
-from specbranch.decoders.parallel import InlineLink, ParallelDecoder
+from specbranch.decoders.parallel import BranchKeeper, InlineLink, ParallelDecoder
 from specbranch.decoders.pearl import PearlPolicy
 from specbranch.decoders.sd import SpeculativeDecoder
 from specbranch.decoders.specbranch import SpecBranchPolicy
 from specbranch.errors import SpecBranchError
+from specbranch.hrad import resolve_keeper
 from specbranch.models import ModelPair
 from specbranch.policies import build_policy, parse_policy
 from specbranch.probe import VERIFY_TOKENS, CostRatio, forward_seconds
@@ -45,15 +46,25 @@ def build_decoder(pair: ModelPair, method: str, spec: SpeculativeConfig, **optio
         policy = build_policy(policy_spec, spec.gamma, cap)
         return SpeculativeDecoder(target, draft, spec, pair.max_length, pair.eos_ids, policy)
     unknown = sorted(set(options) - set(PARALLEL_OPTIONS))
-    if unknown or (method == "pearl" and {"k_max", "epsilon"} & set(options)):
-        raise SpecBranchError(f"method {method!r} takes no options {unknown or ['k_max', 'epsilon']}")
+    specbranch_only = sorted({"k_max", "epsilon", "hrad"} & set(options))
+    if unknown or (method == "pearl" and specbranch_only):
+        raise SpecBranchError(f"method {method!r} takes no options {unknown or specbranch_only}")
     return build_parallel(pair, method, spec, ParallelConfig(**options))
 
 
 def build_parallel(
-    pair: ModelPair, method: str, spec: SpeculativeConfig, config: ParallelConfig
+    pair: ModelPair,
+    method: str,
+    spec: SpeculativeConfig,
+    config: ParallelConfig,
+    keeper: BranchKeeper | None = None,
 ) -> ParallelDecoder:
-    """PEARL or SpecBranch: a draft worker process (or inline drafter), the probe, the policy."""
+    """PEARL or SpecBranch: a draft worker process (or inline drafter), the probe, the policy.
+
+    keeper: SpecBranch's H-RAD keeper; None = the one `config.hrad` names.
+    """
+    if keeper is None and method == "specbranch":
+        keeper = resolve_keeper(config.hrad, pair)
     cores = os.cpu_count() or 2
     draft_threads = config.draft_threads or max(1, cores // 2)
     target = CachedModel(pair.target, pair.vocab_size)
@@ -88,7 +99,7 @@ def build_parallel(
     else:
         policy = SpecBranchPolicy(config.k_max, config.epsilon, length)
     draft_policy = (spec.draft_policy, spec.gamma, length)
-    return ParallelDecoder(target, link, policy, spec.draft_sampling, draft_policy, cost)
+    return ParallelDecoder(target, link, policy, spec.draft_sampling, draft_policy, cost, keeper)
 
 
 __all__ = ["METHODS", "PARALLEL_OPTIONS", "Decoder", "build_decoder"]

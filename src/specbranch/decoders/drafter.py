@@ -78,12 +78,15 @@ class Decision:
 class Proposal:
     """What the draft built from the branch point b.
 
-    branches[i] starts with root i. q_pending: [|U|, V] draft rows the pending tokens were
-    sampled from; q_b: [V] the draft distribution at b (both only when drafting is sampled).
+    branches[i] starts with root i; confidences[i][j] is the draft's confidence (max of its own
+    softmax) at the position branches[i][j + 1] was drafted from (H-RAD's implicit signal).
+    q_pending: [|U|, V] draft rows the pending tokens were sampled from; q_b: [V] the draft
+    distribution at b (both only when drafting is sampled).
     busy_seconds / forwards: the draft side's running totals for this request.
     """
 
     branches: list[list[int]]
+    confidences: list[list[float]] = field(default_factory=list)
     q_pending: torch.Tensor | None = None
     q_b: torch.Tensor | None = None
     busy_seconds: float = 0.0
@@ -101,6 +104,7 @@ class _Branch:
     tokens: list[int]
     slots: list[int] = field(default_factory=list)  # cache positions of the fed tokens
     rows: list[torch.Tensor] = field(default_factory=list)  # q rows of tokens[1:]
+    confidences: list[float] = field(default_factory=list)  # draft confidence at tokens[1:]
     open: bool = True
 
 
@@ -154,6 +158,7 @@ class BranchDrafter:
         self._extend(max_len)
         return Proposal(
             branches=[b.tokens for b in self.branches],
+            confidences=[b.confidences for b in self.branches],
             q_pending=q_pending,
             q_b=q_b if self.request.sampled else None,
             busy_seconds=self.runner.busy_seconds,
@@ -201,7 +206,8 @@ class BranchDrafter:
             )  # [m, V]
             q = process_logits(logits, self.request.sampling)  # [m, V]
             raw = logits.float().softmax(-1)  # [m, V] the draft's own distribution (see confidence)
-            sure = (raw.amax(-1) >= self.request.epsilon).tolist()  # [m]
+            conf = raw.amax(-1).tolist()  # [m]
+            sure = [c >= self.request.epsilon for c in conf]
             if self.policy is not None:
                 sure = [s and k for s, k in zip(sure, self.policy.keep(raw), strict=True)]
             for i, branch in enumerate(active):
@@ -212,4 +218,5 @@ class BranchDrafter:
                 token = sample(q[i], self.generator) if self.request.sampled else int(q[i].argmax())
                 branch.tokens.append(token)
                 branch.rows.append(q[i])
+                branch.confidences.append(conf[i])
                 branch.open = len(branch.tokens) < max_len and token not in self.eos_ids

@@ -10,7 +10,10 @@ branches, when a branch stops, how long to draft). One round (ALGORITHM.md, "Spe
   4. decide, here and only here: rule 1/2 over U; on the first rejection commit the verified
      part plus the correction and drop every branch; if all of U passes, rule 3/4 at b: on a
      hit commit U plus the root and the rest of that branch becomes the next U, on a miss
-     commit U plus the target's token and the next U is empty.
+     commit U plus the target's token and the next U is empty;
+  5. with H-RAD (a `BranchKeeper`), after a hit: how much of that branch becomes the next U,
+     decided on the target features of this very verification (`specbranch.hrad`). The draft
+     then drafts whole branches (no confidence cut on its side): the keeper applies the cut.
 
 The KV caches roll back implicitly: the target's via `CachedModel.logits_for` (crop to the
 common prefix), the draft's when it applies the next decision.
@@ -18,6 +21,7 @@ common prefix), the draft's when it applies the next decision.
 
 from __future__ import annotations
 
+import time
 from typing import Protocol
 
 from specbranch.config import SamplingParams
@@ -52,6 +56,23 @@ class BranchPolicy(Protocol):
 
     def update(self, fully_accepted: bool) -> None:
         """Learn from the round just decided (every drafted token on the path accepted or not)."""
+
+
+class BranchKeeper(Protocol):
+    """H-RAD: after a branch hit, how much of the surviving branch to keep as the next U.
+
+    capture_layers: K, the target layers whose hidden states the decision needs.
+    """
+
+    capture_layers: int
+
+    def keep(
+        self, target: CachedModel, root: int, confidences: list[float], epsilon: float
+    ) -> tuple[int, int]:
+        """(branch tokens after the root to keep, predicted class or -1), from the target's last forward."""
+
+    def observe(self, verified: int, accepted: int) -> None:
+        """The next round's verdict on the block that was kept (verified and accepted tokens of U)."""
 
 
 class DraftLink(Protocol):
@@ -98,7 +119,8 @@ class ParallelDecoder:
     drafts argmax/top-k (rules 2 and 3, only token ids cross over). At temperature 0 the
     deterministic rules are always used. draft_policy: (spec, gamma, cap) of a draft-length
     policy run on the draft side under the method's own cap (spec None: none). cost: the
-    measured cost ratio (reported).
+    measured cost ratio (reported). keeper: H-RAD (None: keep the whole surviving branch,
+    which the draft already cut at its confidence epsilon).
     """
 
     def __init__(
@@ -109,10 +131,13 @@ class ParallelDecoder:
         draft_sampling: str,
         draft_policy: tuple[str | None, int, int],
         cost: CostRatio | None = None,
+        keeper: BranchKeeper | None = None,
     ) -> None:
         self.target, self.link, self.policy, self.cost = target, link, policy, cost
         self.draft_sampling, self.draft_policy = draft_sampling, draft_policy
         self.draft_busy, self.draft_forwards = 0.0, 0
+        self.keeper = keeper
+        target.capture_layers = keeper.capture_layers if keeper is not None else 0
 
     def start(self, prompt_ids: list[int], sampling: SamplingParams, seed: int) -> None:
         self.target.reset()
@@ -126,7 +151,9 @@ class ParallelDecoder:
         self.draft_busy, self.draft_forwards = 0.0, 0
         policy = self.policy
         self.last = (0, 0)  # (verified, accepted) of the last round, for the draft's policy
-        request = DraftRequest(prompt_ids, sampling, seed, self.sampled, policy.k_max, policy.epsilon)
+        self.kept_by_keeper = False  # whether the keeper chose the current U
+        epsilon = 0.0 if self.keeper is not None else policy.epsilon  # with H-RAD the keeper cuts
+        request = DraftRequest(prompt_ids, sampling, seed, self.sampled, policy.k_max, epsilon)
         request.policy, request.policy_gamma, request.policy_cap = self.draft_policy
         self.link.start(request)
 
@@ -145,6 +172,9 @@ class ParallelDecoder:
             accepted, correction = first_rejection_sampled(p, proposal.q_pending, pending, self.verify_gen)
         else:
             accepted, correction = first_rejection_deterministic(p, pending, self.verify_gen)
+        if self.kept_by_keeper:
+            self.keeper.observe(len(pending), accepted)
+        self.kept_by_keeper = False
         stats = RoundStats(
             committed=[],
             verified=len(pending),
@@ -169,9 +199,19 @@ class ParallelDecoder:
                 stats.accepted += 1
                 stats.drafted = len(pending) + 1
                 self.pending, self.branch = proposal.branches[hit][1:], hit
+                if self.keeper is not None and self.pending:
+                    self._keep(stats, token, proposal.confidences[hit])
         self.policy.update(correction is None and stats.branch_hit)
         self.last = (stats.verified, stats.accepted)
         return stats
+
+    def _keep(self, stats: RoundStats, root: int, confidences: list[float]) -> None:
+        """H-RAD: cut the surviving branch (now self.pending) to what the keeper keeps."""
+        start = time.perf_counter()
+        kept, stats.hrad_class = self.keeper.keep(self.target, root, confidences, self.policy.epsilon)
+        self.pending = self.pending[:kept]
+        self.kept_by_keeper = True
+        stats.hrad_seconds = time.perf_counter() - start
 
     def busy_seconds(self) -> tuple[float, float]:
         return self.target.busy_seconds, self.draft_busy

@@ -1,0 +1,122 @@
+"""Training the H-RAD predictor from collected (features, label) samples.
+
+A stratified train/validation split, inputs standardised with the training split's mean and
+standard deviation, class balancing by inverse-frequency weights in the cross-entropy (the
+classes are far from equally common), AdamW with weight decay, and the epoch with the best
+balanced validation accuracy kept (early stopping).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from specbranch.errors import SpecBranchError
+from specbranch.hrad.predictor import CLASSES, HRadMLP, Predictor, PredictorMeta
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """hidden: the two hidden widths; val_fraction: share of each class held out for validation."""
+
+    hidden: tuple[int, int] = (64, 32)
+    dropout: float = 0.2
+    epochs: int = 60
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 1e-2
+    val_fraction: float = 0.2
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.val_fraction < 1.0:
+            raise SpecBranchError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        if self.epochs < 1 or self.batch_size < 1 or min(self.hidden) < 1:
+            raise SpecBranchError("epochs, batch size and hidden widths must be >= 1")
+
+
+def confusion_matrix(true: torch.Tensor, pred: torch.Tensor, classes: int = len(CLASSES)) -> list[list[int]]:
+    """counts[t][p] of samples of true class t predicted as p."""
+    counts = torch.zeros(classes, classes, dtype=torch.long)
+    counts.index_put_((true.long(), pred.long()), torch.ones_like(true, dtype=torch.long), accumulate=True)
+    return counts.tolist()
+
+
+def balanced_accuracy(confusion: list[list[int]]) -> float:
+    """Mean over the classes present of the share of that class predicted right."""
+    recalls = [row[i] / sum(row) for i, row in enumerate(confusion) if sum(row)]
+    return sum(recalls) / len(recalls) if recalls else 0.0
+
+
+def split(
+    labels: torch.Tensor, val_fraction: float, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stratified (train indices, validation indices): each class split in the same proportion."""
+    train, val = [], []
+    for c in range(len(CLASSES)):
+        idx = (labels == c).nonzero().flatten()
+        idx = idx[torch.randperm(len(idx), generator=generator)]
+        n_val = round(len(idx) * val_fraction) if len(idx) > 1 else 0
+        val.append(idx[:n_val])
+        train.append(idx[n_val:])
+    return torch.cat(train), torch.cat(val)
+
+
+def train_predictor(
+    features: torch.Tensor, labels: torch.Tensor, header: dict, config: TrainConfig, data: list[str] = ()
+) -> Predictor:
+    """Train on features [N, D] with labels [N] in {0, 1, 2}; header: the data file's header."""
+    if features.ndim != 2 or len(features) != len(labels):
+        raise SpecBranchError("features must be [N, D] with one label each")
+    if len(labels) < 10:
+        raise SpecBranchError(f"only {len(labels)} samples; collect more data (at least 10)")
+    generator = torch.Generator().manual_seed(config.seed)
+    torch.manual_seed(config.seed)
+    train_idx, val_idx = split(labels, config.val_fraction, generator)
+    x, y = features[train_idx].float(), labels[train_idx].long()
+    mlp = HRadMLP(features.shape[1], config.hidden, config.dropout)
+    mlp.mean.copy_(x.mean(0))
+    mlp.std.copy_(x.std(0).clamp_min(1e-4))
+    counts = torch.bincount(y, minlength=len(CLASSES)).float()
+    weights = torch.where(counts > 0, counts.sum() / (len(CLASSES) * counts.clamp_min(1)), 0.0)
+    loss_fn = nn.CrossEntropyLoss(weight=weights)
+    optimizer = torch.optim.AdamW(mlp.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    x_val, y_val = features[val_idx].float(), labels[val_idx].long()
+    best: tuple[float, dict] | None = None
+    for _ in range(config.epochs):
+        mlp.train()
+        order = torch.randperm(len(y), generator=generator)
+        for start in range(0, len(y), config.batch_size):
+            batch = order[start : start + config.batch_size]
+            optimizer.zero_grad()
+            loss_fn(mlp(x[batch]), y[batch]).backward()
+            optimizer.step()
+        mlp.eval()
+        with torch.no_grad():
+            pred = mlp(x_val if len(y_val) else x).argmax(-1)
+        score = balanced_accuracy(confusion_matrix(y_val if len(y_val) else y, pred))
+        if best is None or score > best[0]:
+            best = (score, {k: v.clone() for k, v in mlp.state_dict().items()})
+    assert best is not None
+    mlp.load_state_dict(best[1])
+    mlp.eval()
+    with torch.no_grad():
+        pred = mlp(x_val).argmax(-1) if len(y_val) else torch.zeros(0, dtype=torch.long)
+    confusion = confusion_matrix(y_val, pred)
+    accuracy = float((pred == y_val).float().mean()) if len(y_val) else 0.0
+    meta = PredictorMeta(
+        pair=header["pair"],
+        identity=header["identity"],
+        layers=header["layers"],
+        feature_dim=features.shape[1],
+        hidden=config.hidden,
+        dropout=config.dropout,
+        train_samples=len(y),
+        val_samples=len(y_val),
+        val_accuracy=accuracy,
+        val_confusion=confusion,
+        data=list(data),
+    )
+    return Predictor(mlp, meta)
