@@ -16,6 +16,7 @@ import torch
 from helpers import exact_sequence_distribution, make_pair, perturbed, save_tiny_model_dir, tiny_model
 from stats import chi_square_pvalue
 
+from specbranch.bench.methods import parse_method
 from specbranch.cli import main
 from specbranch.config import GenerationConfig, ParallelConfig, SamplingParams, SpeculativeConfig
 from specbranch.decoders import build_parallel
@@ -176,6 +177,13 @@ def test_auto_and_none_select_no_predictor_for_a_custom_pair():
     assert resolve_keeper("none", PAIR) is None and resolve_keeper(None, PAIR) is None
 
 
+def test_bench_compares_specbranch_with_and_without_hrad():
+    assert parse_method("specbranch:hrad=none").options == {"hrad": None}
+    assert parse_method("specbranch:hrad=my/predictor.pt").options == {"hrad": "my/predictor.pt"}
+    with pytest.raises(SpecBranchError, match="hrad"):
+        parse_method("sd:hrad=none")
+
+
 def test_hrad_is_a_specbranch_option_only():
     with pytest.raises(SpecBranchError, match="hrad"):
         Engine(PAIR, "pearl", hrad="none")
@@ -275,7 +283,8 @@ def test_collect_train_and_use_through_the_cli(tmp_path, capsys):
     common = ["generate", "hello", *models, "--max-new-tokens", "30", "--json"]
     assert main([*common, "--method", "ar"]) == 0
     expected = json.loads(capsys.readouterr().out)["token_ids"]
-    hrad = ["--method", "specbranch", "--hrad", predictor, "--max-draft-len", "4", "--draft-sampling", "greedy"]
+    hrad = ["--method", "specbranch", "--hrad", predictor, "--max-draft-len", "4"]
+    hrad += ["--draft-sampling", "greedy"]
     assert main([*common, *hrad]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["token_ids"] == expected

@@ -27,6 +27,7 @@ COLUMNS = [
     ("draft waste", lambda s: _num(s["draft_waste"])),
     ("branch hit", lambda s: _num(s["branch_hit_rate"])),
     ("overlap", lambda s: _num(s["overlap_efficiency"])),
+    ("H-RAD overhead", lambda s: f"{100 * s['hrad_overhead']:.2f}%" if s.get("hrad_overhead") else "–"),
     ("busy target/draft s", lambda s: (
         f"{s['target_busy_seconds']:.1f}/{s['draft_busy_seconds']:.1f}" if s["target_busy_seconds"] else "–"
     )),

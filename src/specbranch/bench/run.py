@@ -216,11 +216,13 @@ def _speculative_figures(metrics: list[dict]) -> dict:
     """Rates over all runs of a method, from summed counters (None for methods without metrics)."""
     if not metrics:
         keys = ("mean_accepted_length", "acceptance_rate", "rollback_rate", "draft_waste", "branch_hit_rate",
-                "target_busy_seconds", "draft_busy_seconds", "overlap_efficiency", "cost_ratio")
+                "target_busy_seconds", "draft_busy_seconds", "overlap_efficiency", "cost_ratio",
+                "hrad_overhead")
         return dict.fromkeys(keys) | {"accept_lengths": []}
     t = {key: sum(m[key] for m in metrics) for key in (
         "new_tokens", "target_forwards", "accepted_tokens", "verified_tokens", "drafted_tokens",
-        "drafted_tokens_total", "branch_hits", "branch_rounds", "target_busy_seconds", "draft_busy_seconds")}
+        "drafted_tokens_total", "branch_hits", "branch_rounds", "target_busy_seconds", "draft_busy_seconds",
+        "hrad_seconds", "wall_seconds")}
     return {
         "mean_accepted_length": _ratio(t["new_tokens"], t["target_forwards"]),
         "acceptance_rate": _ratio(t["accepted_tokens"], t["verified_tokens"]),
@@ -231,6 +233,7 @@ def _speculative_figures(metrics: list[dict]) -> dict:
         "draft_busy_seconds": t["draft_busy_seconds"],
         "overlap_efficiency": statistics.mean(m["overlap_efficiency"] for m in metrics),
         "cost_ratio": statistics.mean(m["cost_ratio"] for m in metrics),
+        "hrad_overhead": _ratio(t["hrad_seconds"], t["wall_seconds"]) if t["hrad_seconds"] else None,
         "accept_lengths": [n for m in metrics for n in m["accept_lengths"]],
     }
 
