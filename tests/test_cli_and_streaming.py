@@ -123,6 +123,7 @@ def test_help_explains_every_option():
         "--inline",
         "--k-max",
         "--epsilon",
+        "--hrad",
         "--max-draft-len",
         "--draft-sampling",
         "--draft-threads",

@@ -209,6 +209,7 @@ class ParallelDecoder:
         """H-RAD: cut the surviving branch (now self.pending) to what the keeper keeps."""
         start = time.perf_counter()
         kept, stats.hrad_class = self.keeper.keep(self.target, root, confidences, self.policy.epsilon)
+        stats.drafted += len(self.pending) - kept  # drafted on the chosen path, then dropped: rollback
         self.pending = self.pending[:kept]
         self.kept_by_keeper = True
         stats.hrad_seconds = time.perf_counter() - start
