@@ -56,6 +56,9 @@ class PredictorMeta:
     pair: the pair's name (informative); identity: `pair_identity` of the pair; layers: K;
     feature_dim: width of z; hidden: the MLP's two hidden widths; train_samples / val_samples: split sizes;
     val_accuracy / val_confusion: scores on the validation split (rows: true class).
+    class_priors: the classes' shares in the training split; the MLP is trained class-balanced
+    (so it learns the rare classes) and `Predictor` puts the priors back when it decides (so
+    it does not over-predict them: argmax of logits + log prior). Uniform priors: plain argmax.
     """
 
     pair: str
@@ -70,6 +73,7 @@ class PredictorMeta:
     val_accuracy: float = 0.0
     val_confusion: list[list[int]] = field(default_factory=list)
     data: list[str] = field(default_factory=list)
+    class_priors: list[float] = field(default_factory=lambda: [1 / len(CLASSES)] * len(CLASSES))
 
 
 class HRadMLP(nn.Module):
@@ -99,16 +103,17 @@ class Predictor:
 
     def __init__(self, mlp: HRadMLP, meta: PredictorMeta) -> None:
         self.mlp, self.meta = mlp.eval(), meta
+        self.log_prior = torch.tensor(meta.class_priors).clamp_min(1e-6).log()  # [3]
 
     @torch.inference_mode()
     def predict(self, z: torch.Tensor) -> int:
         """The class (0, 1, 2) for one feature vector z: [feature_dim]."""
-        return int(self.mlp(z.float()).argmax())
+        return int((self.mlp(z.float()) + self.log_prior).argmax())
 
     @torch.inference_mode()
     def predict_batch(self, z: torch.Tensor) -> torch.Tensor:
         """Classes for many feature vectors: [n, feature_dim] -> [n]."""
-        return self.mlp(z.float()).argmax(-1)
+        return (self.mlp(z.float()) + self.log_prior).argmax(-1)
 
     def save(self, path: str | Path) -> None:
         """Write the predictor (weights and metadata) to `path`, atomically."""

@@ -3,7 +3,9 @@
 A stratified train/validation split, inputs standardised with the training split's mean and
 standard deviation, class balancing by inverse-frequency weights in the cross-entropy (the
 classes are far from equally common), AdamW with weight decay, and the epoch with the best
-balanced validation accuracy kept (early stopping).
+balanced validation accuracy kept (early stopping). The saved predictor decides with the
+training priors put back (`PredictorMeta.class_priors`); the validation accuracy and confusion
+matrix it reports are those of that decision rule.
 """
 
 from __future__ import annotations
@@ -101,11 +103,7 @@ def train_predictor(
             best = (score, {k: v.clone() for k, v in mlp.state_dict().items()})
     assert best is not None
     mlp.load_state_dict(best[1])
-    mlp.eval()
-    with torch.no_grad():
-        pred = mlp(x_val).argmax(-1) if len(y_val) else torch.zeros(0, dtype=torch.long)
-    confusion = confusion_matrix(y_val, pred)
-    accuracy = float((pred == y_val).float().mean()) if len(y_val) else 0.0
+    priors = (counts / counts.sum()).tolist()
     meta = PredictorMeta(
         pair=header["pair"],
         identity=header["identity"],
@@ -115,8 +113,11 @@ def train_predictor(
         dropout=config.dropout,
         train_samples=len(y),
         val_samples=len(y_val),
-        val_accuracy=accuracy,
-        val_confusion=confusion,
         data=list(data),
+        class_priors=priors,
     )
-    return Predictor(mlp, meta)
+    predictor = Predictor(mlp, meta)
+    pred = predictor.predict_batch(x_val) if len(y_val) else torch.zeros(0, dtype=torch.long)
+    meta.val_confusion = confusion_matrix(y_val, pred)
+    meta.val_accuracy = float((pred == y_val).float().mean()) if len(y_val) else 0.0
+    return predictor
