@@ -25,7 +25,7 @@ from specbranch.errors import SpecBranchError
 from specbranch.hrad import PredictorKeeper, resolve_keeper
 from specbranch.hrad.data import DataWriter, read_data
 from specbranch.hrad.features import feature_dim
-from specbranch.hrad.keeper import LabelRecorder, keep_confident
+from specbranch.hrad.keeper import LabelRecorder, keep_confident, trusted_classes
 from specbranch.hrad.predictor import HRadMLP, Predictor, PredictorMeta, pair_identity
 from specbranch.hrad.train import TrainConfig, confusion_matrix, train_predictor
 from specbranch.runner import CachedModel
@@ -86,6 +86,13 @@ def test_no_features_are_captured_when_hrad_is_off():
     runner = CachedModel(TARGET, PAIR.vocab_size)
     runner.logits_for(PROMPT, 1)
     assert runner.last_hidden is None
+
+
+def test_classes_wrong_more_often_than_right_on_validation_are_not_trusted():
+    confusion = [[2, 1, 0], [5, 10, 1], [0, 3, 9]]  # predicted 0: 2 of 7 right; 1: 10/14; 2: 9/10
+    assert trusted_classes(confusion) == [False, True, True]
+    assert trusted_classes([]) == [True, True, True]
+    assert trusted_classes([[0, 0, 0], [0, 3, 0], [0, 0, 1]]) == [True, True, True]  # 0 never predicted
 
 
 def test_keep_confident_counts_leading_confident_tokens():

@@ -342,7 +342,7 @@ def cmd_hrad_train(args: argparse.Namespace) -> int:
     )
     counts = [int((labels == c).sum()) for c in range(len(CLASSES))]
     print(f"{len(labels)} samples, {features.shape[1]} features; classes {counts}", file=sys.stderr)
-    predictor = train_predictor(features, labels, header, config, [str(p) for p in args.data])
+    predictor = train_predictor(features, labels, header, config, [os.path.basename(p) for p in args.data])
     predictor.save(args.out)
     meta = predictor.meta
     print(f"validation ({meta.val_samples} samples): accuracy {meta.val_accuracy:.3f}")

@@ -3,8 +3,9 @@
 SpecBranch's target side (`specbranch.decoders.parallel`) asks its keeper once per branch hit,
 right after verification, on the freshest target features z (`specbranch.hrad.features`):
 
-- `PredictorKeeper` (decoding): the predictor's class decides how much of the branch becomes
-  the next pending block U, and so where the next branch point is:
+- `PredictorKeeper` (decoding): the predictor's class (if it proved reliable on validation)
+  decides how much of the branch becomes the next pending block U, and so where the next
+  branch point is:
     0 -> keep nothing (branch right after the root: hedge the rejection it expects);
     1 -> keep tokens while the draft's confidence stays >= epsilon (the implicit signal);
     2 -> keep the whole branch.
@@ -34,18 +35,41 @@ def keep_confident(confidences: list[float], epsilon: float) -> int:
     return n
 
 
+def trusted_classes(confusion: list[list[int]], min_precision: float = 0.5) -> list[bool]:
+    """Which predicted classes were right at least `min_precision` of the time on validation.
+
+    confusion[t][p] counts validation samples of true class t predicted as p. A class never
+    predicted there, or no confusion at all, is trusted.
+    """
+    if not confusion:
+        return [True] * 3
+    trusted = []
+    for c in range(len(confusion)):
+        predicted = sum(row[c] for row in confusion)
+        trusted.append(predicted == 0 or confusion[c][c] / predicted >= min_precision)
+    return trusted
+
+
 class PredictorKeeper:
-    """Keeps as much of the surviving branch as the trained predictor's class says."""
+    """Keeps as much of the surviving branch as the trained predictor's class says.
+
+    Hybrid of the explicit and the implicit signal: a predicted class that was wrong more often
+    than right on the predictor's own validation split (`trusted_classes`) is not acted on;
+    the keeper falls back to class 1, the draft-confidence cut.
+    """
 
     def __init__(self, predictor: Predictor) -> None:
         self.predictor = predictor
         self.capture_layers = predictor.meta.layers
+        self.trusted = trusted_classes(predictor.meta.val_confusion)
 
     def keep(
         self, target: CachedModel, root: int, confidences: list[float], epsilon: float
     ) -> tuple[int, int]:
-        """(tokens of the branch after the root to keep, class) for the branch just hit."""
+        """(tokens of the branch after the root to keep, class acted on) for the branch just hit."""
         label = self.predictor.predict(capture(target, root))
+        if not self.trusted[label]:
+            label = KEEP_CONFIDENT
         if label == BRANCH_NOW:
             return 0, label
         if label == KEEP_CONFIDENT:
