@@ -124,7 +124,8 @@ def add_method_options(parser: argparse.ArgumentParser) -> None:
         metavar="PREDICTOR",
         help="specbranch: H-RAD predictor file (from `specbranch hrad train`) deciding after each "
         "verification how much of the surviving branch to keep; 'auto' = the predictor shipped for a "
-        "built-in pair (none for other pairs), 'none' = off (default auto)",
+        "built-in pair (none for other pairs), 'none' = off (default none: the shipped predictor is "
+        "neutral at greedy and slower at temperature 1 so far)",
     )
     group.add_argument(
         "--max-draft-len",
