@@ -7,11 +7,14 @@ agree to ~1e-15: greedy equality then tests the algorithms, not floating-point l
 from __future__ import annotations
 
 import copy
+from collections import Counter
 
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from specbranch.config import GenerationConfig
 from specbranch.models import ModelPair
+from specbranch.sampling import process_logits
 
 
 def tiny_model(
@@ -72,6 +75,20 @@ def exact_sequence_distribution(model: LlamaForCausalLM, prompt: list[int], leng
                     nxt[prefix + (token,)] = prob * p
         out = nxt
     return out
+
+
+def sampled_counts(engine, prompt: list[int], length: int, sampling, n: int) -> Counter:
+    """How often each continuation of `length` tokens came out of `engine` over seeds 0..n-1."""
+    counts = Counter()
+    for seed in range(n):
+        config = GenerationConfig(max_new_tokens=length, sampling=sampling, seed=seed)
+        counts[tuple(engine.generate(prompt, config).token_ids)] += 1
+    return counts
+
+
+def processed_distribution(model: LlamaForCausalLM, prompt: list[int], length: int, sampling) -> dict:
+    """`exact_sequence_distribution` under `sampling`'s logits processing."""
+    return exact_sequence_distribution(model, prompt, length, lambda logits: process_logits(logits, sampling))
 
 
 CHARS = "abcdefghijklmnopqrstuvwxyz .,\n"

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import math
 import random
-from collections import Counter
 
 import pytest
 import torch
-from helpers import exact_sequence_distribution, make_pair, perturbed, tiny_model
+from helpers import make_pair, perturbed, processed_distribution, sampled_counts, tiny_model
 from stats import chi_square_pvalue
 
 from specbranch.config import GenerationConfig, SamplingParams, SpeculativeConfig
@@ -22,7 +21,6 @@ from specbranch.errors import SpecBranchError
 from specbranch.policies import POLICIES, RoundFeedback, build_policy, entropy, parse_policy
 from specbranch.policies.fixed import FixedPolicy
 from specbranch.policies.tapout import TapOutPolicy
-from specbranch.sampling import process_logits
 
 V = 64
 PEAKED = torch.full((V,), 0.01 / (V - 1)).index_fill_(0, torch.tensor([5]), 0.99)  # H ~ 0.1 nats
@@ -151,14 +149,9 @@ def test_temperature_one_distribution_is_exact_with_every_policy(method, policy)
     spec = SpeculativeConfig(gamma=2, draft_policy=policy)
     options = {"sd": {}, "pearl": {"inline": True, "max_draft_len": 2},
                "specbranch": {"inline": True, "k_max": 4, "epsilon": 0.25, "max_draft_len": 3}}[method]
-    counts = Counter()
     with Engine(make_pair(SMALL_TARGET, SMALL_DRAFT), method, spec, **options) as engine:
-        for seed in range(n):
-            config = GenerationConfig(max_new_tokens=length, sampling=sampling, seed=seed)
-            counts[tuple(engine.generate([1, 2, 3], config).token_ids)] += 1
-    expected = exact_sequence_distribution(
-        SMALL_TARGET, [1, 2, 3], length, lambda logits: process_logits(logits, sampling)
-    )
+        counts = sampled_counts(engine, [1, 2, 3], length, sampling, n)
+    expected = processed_distribution(SMALL_TARGET, [1, 2, 3], length, sampling)
     assert chi_square_pvalue(counts, expected, n) > 1e-3
 
 

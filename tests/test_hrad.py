@@ -9,11 +9,17 @@ and the temperature-1 distribution exact, whichever class it predicts.
 from __future__ import annotations
 
 import json
-from collections import Counter
 
 import pytest
 import torch
-from helpers import exact_sequence_distribution, make_pair, perturbed, save_tiny_model_dir, tiny_model
+from helpers import (
+    make_pair,
+    perturbed,
+    processed_distribution,
+    sampled_counts,
+    save_tiny_model_dir,
+    tiny_model,
+)
 from stats import chi_square_pvalue
 
 from specbranch.bench.methods import parse_method
@@ -29,7 +35,6 @@ from specbranch.hrad.keeper import LabelRecorder, keep_confident, trusted_classe
 from specbranch.hrad.predictor import HRadMLP, Predictor, PredictorMeta, pair_identity
 from specbranch.hrad.train import TrainConfig, confusion_matrix, train_predictor
 from specbranch.runner import CachedModel
-from specbranch.sampling import process_logits
 
 TARGET = tiny_model(seed=1)
 PAIR = make_pair(TARGET, perturbed(TARGET, 0.02, seed=2))
@@ -254,14 +259,9 @@ def test_temperature_one_distribution_is_exact_with_a_predictor(label):
     pair = make_pair(SMALL_TARGET, SMALL_DRAFT)
     keeper = PredictorKeeper(forced_predictor(pair, 1, label))
     options = ParallelConfig(inline=True, k_max=4, epsilon=0.25, max_draft_len=3, hrad=None)
-    counts = Counter()
     with engine_with(pair, keeper, options=options) as engine:
-        for seed in range(n):
-            config = GenerationConfig(max_new_tokens=length, sampling=sampling, seed=seed)
-            counts[tuple(engine.generate([1, 2, 3], config).token_ids)] += 1
-    expected = exact_sequence_distribution(
-        SMALL_TARGET, [1, 2, 3], length, lambda logits: process_logits(logits, sampling)
-    )
+        counts = sampled_counts(engine, [1, 2, 3], length, sampling, n)
+    expected = processed_distribution(SMALL_TARGET, [1, 2, 3], length, sampling)
     assert chi_square_pvalue(counts, expected, n) > 1e-3
 
 

@@ -9,12 +9,11 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
-from helpers import exact_sequence_distribution, make_pair, tiny_model
+from helpers import make_pair, processed_distribution, sampled_counts, tiny_model
 from stats import chi_square_pvalue
 
-from specbranch.config import GenerationConfig, SamplingParams, SpeculativeConfig
+from specbranch.config import SamplingParams, SpeculativeConfig
 from specbranch.engine import Engine
-from specbranch.sampling import process_logits
 
 VOCAB = 8
 PROMPT = [1, 2, 3]
@@ -25,18 +24,12 @@ DRAFT = tiny_model(vocab=VOCAB, seed=5, layers=1, hidden=16, init=0.5)
 def empirical(
     method: str, sampling: SamplingParams, spec: SpeculativeConfig | None, length: int, n: int
 ) -> Counter:
-    counts = Counter()
     with Engine(make_pair(TARGET, DRAFT), method, spec) as engine:
-        for seed in range(n):
-            config = GenerationConfig(max_new_tokens=length, sampling=sampling, seed=seed)
-            counts[tuple(engine.generate(PROMPT, config).token_ids)] += 1
-    return counts
+        return sampled_counts(engine, PROMPT, length, sampling, n)
 
 
 def exact(sampling: SamplingParams, length: int) -> dict:
-    return exact_sequence_distribution(
-        TARGET, PROMPT, length, lambda logits: process_logits(logits, sampling)
-    )
+    return processed_distribution(TARGET, PROMPT, length, sampling)
 
 
 CASES = [
@@ -57,7 +50,7 @@ def test_draft_is_misaligned_enough_to_matter():
     """The draft's own distribution differs clearly from the target's (else the test proves little)."""
     sampling = SamplingParams(temperature=1.0)
     target_first = exact(sampling, 1)
-    draft_first = exact_sequence_distribution(DRAFT, PROMPT, 1, lambda lg: process_logits(lg, sampling))
+    draft_first = processed_distribution(DRAFT, PROMPT, 1, sampling)
     tv = 0.5 * sum(
         abs(target_first.get(k, 0) - draft_first.get(k, 0)) for k in set(target_first) | set(draft_first)
     )

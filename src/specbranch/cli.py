@@ -73,6 +73,50 @@ def add_sampling_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--chat", action="store_true", help="wrap the prompt in the tokenizer's chat template")
 
 
+def add_prompt_options(parser: argparse.ArgumentParser, dataset: str, num_prompts: int, note: str) -> None:
+    """Where prompts come from (bench, hrad collect): bundled --dataset slices or a --prompts-file."""
+    parser.add_argument(
+        "--dataset",
+        nargs="+",
+        default=[dataset],
+        choices=["humaneval", "gsm8k", "mt_bench"],
+        help=f"bundled prompt sets (default {dataset}{note}); mt_bench uses each question's first turn",
+    )
+    parser.add_argument("--prompts-file", help="a JSONL file of prompts instead of --dataset")
+    parser.add_argument(
+        "--prompt-field", default="prompt", help="field of --prompts-file holding the prompt (default prompt)"
+    )
+    parser.add_argument(
+        "--skip",
+        type=int,
+        default=0,
+        help="prompts to skip at the start of each dataset, e.g. to stay clear of the ones benchmarks "
+        "report on (default 0)",
+    )
+    parser.add_argument(
+        "--num-prompts",
+        type=int,
+        default=num_prompts,
+        help=f"prompts taken from each dataset after --skip (default {num_prompts})",
+    )
+
+
+def load_prompts(args: argparse.Namespace) -> list:
+    """--skip then --num-prompts prompts of each --dataset, or of --prompts-file."""
+    from specbranch.datasets import load_dataset, load_prompts_file
+
+    if args.num_prompts < 1 or args.skip < 0:
+        raise SpecBranchError("--num-prompts must be >= 1 and --skip >= 0")
+    end = args.skip + args.num_prompts
+    if args.prompts_file:
+        prompts = load_prompts_file(args.prompts_file, args.prompt_field, end)[args.skip :]
+    else:
+        prompts = [p for name in args.dataset for p in load_dataset(name, end)[args.skip :]]
+    if not prompts:
+        raise SpecBranchError(f"--skip {args.skip} leaves no prompts")
+    return prompts
+
+
 def add_speculative_options(group: argparse._ArgumentGroup) -> None:
     """--gamma, --draft-sampling, --draft-policy (generate: the method's; bench: every method's default)."""
     group.add_argument("--gamma", type=int, default=4, help="draft length per round for sd (default 4)")
@@ -250,18 +294,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from specbranch.bench.report import table, write_outputs
     from specbranch.bench.run import BenchConfig, run_bench
     from specbranch.config import SamplingParams, SpeculativeConfig
-    from specbranch.datasets import load_dataset, load_prompts_file
 
-    if args.num_prompts < 1 or args.repeats < 1 or args.max_new_tokens < 1:
-        raise SpecBranchError("--num-prompts, --repeats and --max-new-tokens must be >= 1")
+    if args.repeats < 1 or args.max_new_tokens < 1:
+        raise SpecBranchError("--repeats and --max-new-tokens must be >= 1")
     defaults = SpeculativeConfig(args.gamma, args.draft_sampling, args.draft_policy)
     methods = [parse_method(m, defaults) for m in args.methods]
     if len({m.name for m in methods}) != len(methods):
         raise SpecBranchError("--methods lists the same method twice")
-    if args.prompts_file:
-        prompts = load_prompts_file(args.prompts_file, args.prompt_field, args.num_prompts)
-    else:
-        prompts = [p for name in args.dataset for p in load_dataset(name, args.num_prompts)]
+    prompts = load_prompts(args)
     sampling = SamplingParams(args.temperature, args.top_k, args.top_p)
     args.method = "bench"  # a draft is loaded whenever the pair has one
     pair = load_from_args(args)
@@ -298,26 +338,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _slice_prompts(args: argparse.Namespace) -> list:
-    """--skip then --num-prompts prompts of each --dataset, or of --prompts-file."""
-    from specbranch.datasets import load_dataset, load_prompts_file
-
-    if args.num_prompts < 1 or args.skip < 0:
-        raise SpecBranchError("--num-prompts must be >= 1 and --skip >= 0")
-    end = args.skip + args.num_prompts
-    if args.prompts_file:
-        return load_prompts_file(args.prompts_file, args.prompt_field, end)[args.skip :]
-    prompts = [p for name in args.dataset for p in load_dataset(name, end)[args.skip :]]
-    if not prompts:
-        raise SpecBranchError(f"--skip {args.skip} leaves no prompts")
-    return prompts
-
-
 def cmd_hrad_collect(args: argparse.Namespace) -> int:
     from specbranch.config import ParallelConfig, SamplingParams
     from specbranch.hrad.collect import CollectConfig, collect
 
-    prompts = _slice_prompts(args)
+    prompts = load_prompts(args)
     sampling = SamplingParams(args.temperature, args.top_k, args.top_p)
     given = {k: getattr(args, k) for k in ("k_max", "max_draft_len", "inline")}
     parallel = ParallelConfig(**{k: v for k, v in given.items() if v not in (None, False)}, hrad=None)
@@ -407,20 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
         "overrides such as specbranch:k_max=1,epsilon=0.3, ar:threads=1 or "
         "sd:draft_policy=svip,threshold=0.5 (default: ar sd pearl specbranch)",
     )
-    bench.add_argument(
-        "--dataset",
-        nargs="+",
-        default=["humaneval"],
-        choices=["humaneval", "gsm8k", "mt_bench"],
-        help="bundled prompt sets (default humaneval); mt_bench uses each question's first turn",
-    )
-    bench.add_argument("--prompts-file", help="a JSONL file of prompts instead of --dataset")
-    bench.add_argument(
-        "--prompt-field", default="prompt", help="field of --prompts-file holding the prompt (default prompt)"
-    )
-    bench.add_argument(
-        "--num-prompts", type=int, default=10, help="prompts taken from each dataset (default 10)"
-    )
+    add_prompt_options(bench, "humaneval", 10, "")
     bench.add_argument("--repeats", type=int, default=1, help="timed runs per prompt and method (default 1)")
     bench.add_argument(
         "--ignore-eos", action="store_true", help="always generate --max-new-tokens tokens (fixed length)"
@@ -487,20 +499,7 @@ def build_parser() -> argparse.ArgumentParser:
         "wrote, and rerunning the same command resumes after the last finished prompt.",
     )
     hc.add_argument("--out", required=True, help="data file to write (appended to and resumed if it exists)")
-    hc.add_argument(
-        "--dataset", nargs="+", default=["gsm8k"], choices=["humaneval", "gsm8k", "mt_bench"],
-        help="bundled prompt sets (default gsm8k, which the benchmark tables do not use)",
-    )
-    hc.add_argument("--prompts-file", help="a JSONL file of prompts instead of --dataset")
-    hc.add_argument("--prompt-field", default="prompt", help="field of --prompts-file holding the prompt")
-    hc.add_argument(
-        "--skip", type=int, default=0,
-        help="prompts to skip at the start of each dataset, e.g. to stay clear of the ones benchmarks "
-        "report on (default 0)",
-    )
-    hc.add_argument(
-        "--num-prompts", type=int, default=20, help="prompts per dataset after --skip (default 20)"
-    )
+    add_prompt_options(hc, "gsm8k", 20, ", which the benchmark tables do not use")
     hc.add_argument("--layers", type=int, default=4, help="K, the target's last layers in z (default 4)")
     hc.add_argument("--k-max", type=int, help="most branches at a branch point (default 4)")
     hc.add_argument("--max-draft-len", type=int, help="branch length (default: the measured cost ratio)")

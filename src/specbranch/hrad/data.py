@@ -54,9 +54,7 @@ class DataWriter:
         if self.path.exists() and self.path.stat().st_size > 0:
             records = _records(self.path)
             first = next(records, None)
-            if first is None:
-                end = 0
-            else:
+            if first is not None:  # else: not even the header was completed; start over
                 end, old = first
                 if old != header:
                     raise SpecBranchError(
