@@ -31,7 +31,13 @@ from specbranch.errors import SpecBranchError
 from specbranch.hrad import PredictorKeeper, resolve_keeper
 from specbranch.hrad.data import DataWriter, read_data
 from specbranch.hrad.features import feature_dim
-from specbranch.hrad.keeper import LabelRecorder, keep_confident, trusted_classes
+from specbranch.hrad.keeper import (
+    KEEP_ALL,
+    LabelRecorder,
+    keep_confident,
+    trusted_classes,
+    trusted_for_mode,
+)
 from specbranch.hrad.predictor import HRadMLP, Predictor, PredictorMeta, pair_identity
 from specbranch.hrad.train import TrainConfig, confusion_matrix, train_predictor
 from specbranch.runner import CachedModel
@@ -100,6 +106,28 @@ def test_classes_wrong_more_often_than_right_on_validation_are_not_trusted():
     assert trusted_classes([[0, 0, 0], [0, 3, 0], [0, 0, 1]]) == [True, True, True]  # 0 never predicted
 
 
+def test_trust_is_judged_on_the_validation_samples_of_the_decoding_mode():
+    meta = PredictorMeta("p", {}, 1, 4, (4, 4), 0.0, val_confusion=[[1, 0, 0], [0, 1, 0], [0, 0, 1]])
+    assert trusted_for_mode(meta, greedy=False) == [True, True, True]  # no per-mode scores: overall
+    meta.val_confusion_by_mode = {
+        "greedy": [[2, 1, 0], [0, 5, 1], [0, 0, 4]],
+        "sampled": [[1, 0, 3], [0, 4, 0], [0, 0, 2]],
+    }
+    assert trusted_for_mode(meta, greedy=True) == [True, True, True]
+    assert trusted_for_mode(meta, greedy=False) == [True, True, False]  # class 2 right 2 of 5
+    del meta.val_confusion_by_mode["sampled"]
+    assert trusted_for_mode(meta, greedy=False) == [False, True, False]  # nothing proven when sampled
+
+
+def test_the_draft_drafts_whole_branches_only_when_the_keeper_may_keep_them():
+    predictor = forced_predictor(PAIR, 1, KEEP_ALL)
+    predictor.meta.val_confusion_by_mode = {"greedy": [[1, 0, 0], [0, 1, 0], [0, 0, 1]]}
+    for sampling, epsilon in ((SamplingParams(temperature=0.0), 0.0), (SamplingParams(temperature=1.0), 0.3)):
+        with engine_with(PAIR, PredictorKeeper(predictor)) as engine:
+            engine.generate(PROMPT, GenerationConfig(max_new_tokens=4, sampling=sampling))
+            assert engine.decoder.link.drafter.request.epsilon == epsilon
+
+
 def test_keep_confident_counts_leading_confident_tokens():
     assert keep_confident([0.9, 0.5, 0.1, 0.8], 0.3) == 2
     assert keep_confident([0.1, 0.9], 0.3) == 0
@@ -110,20 +138,22 @@ def test_keep_confident_counts_leading_confident_tokens():
 
 
 def test_data_file_survives_interruption_and_resumes(tmp_path):
-    path, header = tmp_path / "data.hrad", {"pair": "p", "identity": {"a": 1}, "layers": 2}
+    header = {"pair": "p", "identity": {"a": 1}, "layers": 2, "sampling": {"temperature": 0.0}}
+    path = tmp_path / "data.hrad"
     writer = DataWriter(path, header)
     writer.append("q1", torch.ones(3, 5), [0, 1, 2])
     writer.append("q2", torch.zeros(2, 5), [2, 2])
     writer.close()
     with path.open("ab") as f:  # a record torn by an interruption
         f.write(b"\x40\x00\x00\x00\x00\x00\x00\x00partial")
-    _, features, labels = read_data([path])
+    _, features, labels, _ = read_data([path])
     assert features.shape == (5, 5) and labels.tolist() == [0, 1, 2, 2, 2]
     writer = DataWriter(path, header)  # resume: the torn tail is cut, finished prompts known
     assert writer.done == {"q1", "q2"}
     writer.append("q3", torch.ones(1, 5), [1])
     writer.close()
-    assert read_data([path])[2].tolist() == [0, 1, 2, 2, 2, 1]
+    _, _, labels, sampled = read_data([path])
+    assert labels.tolist() == [0, 1, 2, 2, 2, 1] and not sampled.any()  # collected greedily
     with pytest.raises(SpecBranchError, match="other settings"):
         DataWriter(path, {**header, "layers": 3})
 
@@ -149,6 +179,18 @@ def test_training_on_separable_features_reaches_high_validation_accuracy():
     assert meta.train_samples + meta.val_samples == 600
     assert sum(map(sum, meta.val_confusion)) == meta.val_samples
     assert [sum(row) for row in meta.val_confusion] == [60, 36, 24]  # stratified 20 % split
+
+
+def test_training_keeps_the_validation_confusion_of_each_decoding_mode():
+    features, labels = separable(300, 24, seed=4)
+    sampled = torch.arange(300) % 3 == 0
+    meta = train_predictor(features, labels, header_for(PAIR, 2), TrainConfig(epochs=5), sampled=sampled).meta
+    by_mode = meta.val_confusion_by_mode
+    assert set(by_mode) == {"greedy", "sampled"}
+    assert sum(map(sum, by_mode["greedy"])) + sum(map(sum, by_mode["sampled"])) == meta.val_samples
+    assert sum(map(sum, by_mode["sampled"])) > 0
+    greedy_only = train_predictor(features, labels, header_for(PAIR, 2), TrainConfig(epochs=1)).meta
+    assert set(greedy_only.val_confusion_by_mode) == {"greedy"}
 
 
 def test_confusion_matrix_rows_are_true_classes():

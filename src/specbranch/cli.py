@@ -361,21 +361,26 @@ def cmd_hrad_train(args: argparse.Namespace) -> int:
     from specbranch.hrad.predictor import CLASSES
     from specbranch.hrad.train import TrainConfig, train_predictor
 
-    header, features, labels = read_data(args.data)
+    header, features, labels, sampled = read_data(args.data)
     config = TrainConfig(
         tuple(args.hidden), args.dropout, args.epochs, args.batch_size, args.lr, args.weight_decay,
         args.val_fraction, args.seed,
     )
     counts = [int((labels == c).sum()) for c in range(len(CLASSES))]
     print(f"{len(labels)} samples, {features.shape[1]} features; classes {counts}", file=sys.stderr)
-    predictor = train_predictor(features, labels, header, config, [os.path.basename(p) for p in args.data])
+    names = [os.path.basename(p) for p in args.data]
+    predictor = train_predictor(features, labels, header, config, names, sampled)
     predictor.save(args.out)
     meta = predictor.meta
     print(f"validation ({meta.val_samples} samples): accuracy {meta.val_accuracy:.3f}")
-    print("confusion matrix (rows: true class, columns: predicted):")
-    print(f"  {'':>44s} " + " ".join(f"{c:>6d}" for c in range(len(CLASSES))))
-    for c, row in enumerate(meta.val_confusion):
-        print(f"  {c} {CLASSES[c]:>42s} " + " ".join(f"{n:>6d}" for n in row))
+    tables = {"all": meta.val_confusion}
+    if len(meta.val_confusion_by_mode) > 1:
+        tables.update(meta.val_confusion_by_mode)
+    for name, confusion in tables.items():
+        print(f"confusion matrix, {name} (rows: true class, columns: predicted):")
+        print(f"  {'':>44s} " + " ".join(f"{c:>6d}" for c in range(len(CLASSES))))
+        for c, row in enumerate(confusion):
+            print(f"  {c} {CLASSES[c]:>42s} " + " ".join(f"{n:>6d}" for n in row))
     print(f"wrote {args.out}", file=sys.stderr)
     return 0
 

@@ -12,8 +12,9 @@ branches, when a branch stops, how long to draft). One round (ALGORITHM.md, "Spe
      hit commit U plus the root and the rest of that branch becomes the next U, on a miss
      commit U plus the target's token and the next U is empty;
   5. with H-RAD (a `BranchKeeper`), after a hit: how much of that branch becomes the next U,
-     decided on the target features of this very verification (`specbranch.hrad`). The draft
-     then drafts whole branches (no confidence cut on its side): the keeper applies the cut.
+     decided on the target features of this very verification (`specbranch.hrad`). When the
+     keeper may keep more than the confident prefix, the draft drafts whole branches (no
+     confidence cut on its side) and the keeper applies the cut.
 
 The KV caches roll back implicitly: the target's via `CachedModel.logits_for` (crop to the
 common prefix), the draft's when it applies the next decision.
@@ -65,6 +66,10 @@ class BranchKeeper(Protocol):
     """
 
     capture_layers: int
+
+    def start(self, sampling: SamplingParams) -> bool:
+        """A new request; True if the keeper may keep tokens past the draft's confidence cut
+        (the draft then drafts whole branches and the keeper cuts)."""
 
     def keep(
         self, target: CachedModel, root: int, confidences: list[float], epsilon: float
@@ -152,7 +157,8 @@ class ParallelDecoder:
         policy = self.policy
         self.last = (0, 0)  # (verified, accepted) of the last round, for the draft's policy
         self.kept_by_keeper = False  # whether the keeper chose the current U
-        epsilon = 0.0 if self.keeper is not None else policy.epsilon  # with H-RAD the keeper cuts
+        whole = self.keeper is not None and self.keeper.start(sampling)
+        epsilon = 0.0 if whole else policy.epsilon  # whole branches: the keeper cuts
         request = DraftRequest(prompt_ids, sampling, seed, self.sampled, policy.k_max, epsilon)
         request.policy, request.policy_gamma, request.policy_cap = self.draft_policy
         self.link.start(request)

@@ -88,10 +88,14 @@ class DataWriter:
         self.file.close()
 
 
-def read_data(paths: list[str | Path]) -> tuple[dict, torch.Tensor, torch.Tensor]:
-    """(header, features [N, D] float32, labels [N]) from one or more data files of one pair."""
+def read_data(paths: list[str | Path]) -> tuple[dict, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(header, features [N, D] float32, labels [N], sampled [N]) from data files of one pair.
+
+    sampled[i]: sample i was collected at temperature > 0 (its file's header says so); the
+    acceptance the labels record differs between greedy and sampled decoding.
+    """
     header: dict | None = None
-    features, labels = [], []
+    features, labels, sampled = [], [], []
     for path in map(Path, paths):
         if not path.exists():
             raise SpecBranchError(f"H-RAD data file not found: {path}")
@@ -104,10 +108,12 @@ def read_data(paths: list[str | Path]) -> tuple[dict, torch.Tensor, torch.Tensor
             header = this
         elif (this["identity"], this["layers"]) != (header["identity"], header["layers"]):
             raise SpecBranchError(f"{path} was collected for another model pair or K than {paths[0]}")
+        hot = this["sampling"]["temperature"] > 0
         for _, record in records:
             features.append(record["features"].float())
             labels.append(record["labels"])
+            sampled.append(torch.full((len(record["labels"]),), hot))
     assert header is not None
     if not features or sum(len(y) for y in labels) == 0:
         raise SpecBranchError("the H-RAD data files hold no samples")
-    return header, torch.cat(features), torch.cat(labels)
+    return header, torch.cat(features), torch.cat(labels), torch.cat(sampled)

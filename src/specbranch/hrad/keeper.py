@@ -3,9 +3,9 @@
 SpecBranch's target side (`specbranch.decoders.parallel`) asks its keeper once per branch hit,
 right after verification, on the freshest target features z (`specbranch.hrad.features`):
 
-- `PredictorKeeper` (decoding): the predictor's class (if it proved reliable on validation)
-  decides how much of the branch becomes the next pending block U, and so where the next
-  branch point is:
+- `PredictorKeeper` (decoding): the predictor's class (if it proved reliable on validation
+  samples of the same decoding mode, greedy or sampled) decides how much of the branch
+  becomes the next pending block U, and so where the next branch point is:
     0 -> keep nothing (branch right after the root: hedge the rejection it expects);
     1 -> keep tokens while the draft's confidence stays >= epsilon (the implicit signal);
     2 -> keep the whole branch.
@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import torch
 
+from specbranch.config import SamplingParams
 from specbranch.hrad.features import capture
-from specbranch.hrad.predictor import Predictor
+from specbranch.hrad.predictor import Predictor, PredictorMeta
 from specbranch.runner import CachedModel
 
 BRANCH_NOW, KEEP_CONFIDENT, KEEP_ALL = range(3)
@@ -50,18 +51,39 @@ def trusted_classes(confusion: list[list[int]], min_precision: float = 0.5) -> l
     return trusted
 
 
+def trusted_for_mode(meta: PredictorMeta, greedy: bool) -> list[bool]:
+    """`trusted_classes` on the validation samples of the decoding mode (greedy or sampled).
+
+    A predictor whose validation split has no sample of that mode proved nothing there: only
+    class 1, the draft-confidence cut, is acted on. One trained before per-mode scores were
+    kept is judged on its whole validation split.
+    """
+    if not meta.val_confusion_by_mode:
+        return trusted_classes(meta.val_confusion)
+    confusion = meta.val_confusion_by_mode.get("greedy" if greedy else "sampled")
+    if confusion is None:
+        return [c == KEEP_CONFIDENT for c in range(3)]
+    return trusted_classes(confusion)
+
+
 class PredictorKeeper:
     """Keeps as much of the surviving branch as the trained predictor's class says.
 
     Hybrid of the explicit and the implicit signal: a predicted class that was wrong more often
-    than right on the predictor's own validation split (`trusted_classes`) is not acted on;
-    the keeper falls back to class 1, the draft-confidence cut.
+    than right on the validation samples of the current decoding mode (`trusted_for_mode`) is
+    not acted on; the keeper falls back to class 1, the draft-confidence cut.
     """
 
     def __init__(self, predictor: Predictor) -> None:
         self.predictor = predictor
         self.capture_layers = predictor.meta.layers
         self.trusted = trusted_classes(predictor.meta.val_confusion)
+
+    def start(self, sampling: SamplingParams) -> bool:
+        """A new request; True if the keeper may keep more than the confident prefix (class 2
+        trusted in this mode), so the draft must draft whole branches."""
+        self.trusted = trusted_for_mode(self.predictor.meta, sampling.greedy)
+        return self.trusted[KEEP_ALL]
 
     def keep(
         self, target: CachedModel, root: int, confidences: list[float], epsilon: float
@@ -88,6 +110,10 @@ class LabelRecorder:
         self.features: list[torch.Tensor] = []
         self.labels: list[int] = []
         self.waiting: torch.Tensor | None = None
+
+    def start(self, sampling: SamplingParams) -> bool:
+        """Labels need whole branches: the draft drafts them whole."""
+        return True
 
     def keep(
         self, target: CachedModel, root: int, confidences: list[float], epsilon: float

@@ -55,7 +55,9 @@ class PredictorMeta:
 
     pair: the pair's name (informative); identity: `pair_identity` of the pair; layers: K;
     feature_dim: width of z; hidden: the MLP's two hidden widths; train_samples / val_samples: split sizes;
-    val_accuracy / val_confusion: scores on the validation split (rows: true class).
+    val_accuracy / val_confusion: scores on the validation split (rows: true class);
+    val_confusion_by_mode: the confusion of the validation samples collected greedily
+    ("greedy") and at temperature > 0 ("sampled"), for the modes the data holds.
     class_priors: the classes' shares in the training split; the MLP is trained class-balanced
     (so it learns the rare classes) and `Predictor` puts the priors back when it decides (so
     it does not over-predict them: argmax of logits + log prior). Uniform priors: plain argmax.
@@ -72,6 +74,7 @@ class PredictorMeta:
     val_samples: int = 0
     val_accuracy: float = 0.0
     val_confusion: list[list[int]] = field(default_factory=list)
+    val_confusion_by_mode: dict[str, list[list[int]]] = field(default_factory=dict)
     data: list[str] = field(default_factory=list)
     class_priors: list[float] = field(default_factory=lambda: [1 / len(CLASSES)] * len(CLASSES))
 

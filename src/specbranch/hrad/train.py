@@ -5,7 +5,8 @@ standard deviation, class balancing by inverse-frequency weights in the cross-en
 classes are far from equally common), AdamW with weight decay, and the epoch with the best
 balanced validation accuracy kept (early stopping). The saved predictor decides with the
 training priors put back (`PredictorMeta.class_priors`); the validation accuracy and confusion
-matrix it reports are those of that decision rule.
+matrix it reports are those of that decision rule, overall and per decoding mode (greedy,
+sampled) where the data holds both: the keeper acts only on what the mode it decodes in proved.
 """
 
 from __future__ import annotations
@@ -67,9 +68,15 @@ def split(
 
 
 def train_predictor(
-    features: torch.Tensor, labels: torch.Tensor, header: dict, config: TrainConfig, data: list[str] = ()
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    header: dict,
+    config: TrainConfig,
+    data: list[str] = (),
+    sampled: torch.Tensor | None = None,
 ) -> Predictor:
-    """Train on features [N, D] with labels [N] in {0, 1, 2}; header: the data file's header."""
+    """Train on features [N, D] with labels [N] in {0, 1, 2}; header: the data file's header;
+    sampled [N]: which samples were collected at temperature > 0 (None: all greedy)."""
     if features.ndim != 2 or len(features) != len(labels):
         raise SpecBranchError("features must be [N, D] with one label each")
     if len(labels) < 10:
@@ -119,5 +126,9 @@ def train_predictor(
     predictor = Predictor(mlp, meta)
     pred = predictor.predict_batch(x_val) if len(y_val) else torch.zeros(0, dtype=torch.long)
     meta.val_confusion = confusion_matrix(y_val, pred)
+    hot = sampled[val_idx] if sampled is not None else torch.zeros(len(y_val), dtype=torch.bool)
+    for mode, mask in (("greedy", ~hot), ("sampled", hot)):
+        if mask.any():
+            meta.val_confusion_by_mode[mode] = confusion_matrix(y_val[mask], pred[mask])
     meta.val_accuracy = float((pred == y_val).float().mean()) if len(y_val) else 0.0
     return predictor
