@@ -328,7 +328,7 @@ def test_collect_train_and_use_through_the_cli(tmp_path, capsys):
     assert second["skipped_already_collected"] == 3 and second["prompts"] == 2
     assert main(["hrad", "train", data, "--out", predictor, "--epochs", "5"]) == 0
     out = capsys.readouterr().out
-    assert "confusion matrix" in out and "accuracy" in out
+    assert "confusion matrix" in out and "accuracy" in out and "decoding greedy: acts on classes" in out
     common = ["generate", "hello", *models, "--max-new-tokens", "30", "--json"]
     assert main([*common, "--method", "ar"]) == 0
     expected = json.loads(capsys.readouterr().out)["token_ids"]

@@ -358,6 +358,7 @@ def cmd_hrad_collect(args: argparse.Namespace) -> int:
 
 def cmd_hrad_train(args: argparse.Namespace) -> int:
     from specbranch.hrad.data import read_data
+    from specbranch.hrad.keeper import trusted_for_mode
     from specbranch.hrad.predictor import CLASSES
     from specbranch.hrad.train import TrainConfig, train_predictor
 
@@ -381,6 +382,9 @@ def cmd_hrad_train(args: argparse.Namespace) -> int:
         print(f"  {'':>44s} " + " ".join(f"{c:>6d}" for c in range(len(CLASSES))))
         for c, row in enumerate(confusion):
             print(f"  {c} {CLASSES[c]:>42s} " + " ".join(f"{n:>6d}" for n in row))
+    for mode in meta.val_confusion_by_mode:
+        acted = [str(c) for c, ok in enumerate(trusted_for_mode(meta, mode == "greedy")) if ok]
+        print(f"decoding {mode}: acts on classes {', '.join(acted)} (the others fall back to class 1)")
     print(f"wrote {args.out}", file=sys.stderr)
     return 0
 
