@@ -26,6 +26,7 @@ from specbranch.bench.methods import parse_method
 from specbranch.cli import main
 from specbranch.config import GenerationConfig, ParallelConfig, SamplingParams, SpeculativeConfig
 from specbranch.decoders import build_parallel
+from specbranch.decoders.drafter import BranchDrafter, Decision, DraftRequest
 from specbranch.engine import Engine
 from specbranch.errors import SpecBranchError
 from specbranch.hrad import PredictorKeeper, resolve_keeper
@@ -119,13 +120,24 @@ def test_trust_is_judged_on_the_validation_samples_of_the_decoding_mode():
     assert trusted_for_mode(meta, greedy=False) == [False, True, False]  # nothing proven when sampled
 
 
-def test_the_draft_drafts_whole_branches_only_when_the_keeper_may_keep_them():
+def test_the_draft_drafts_a_whole_branch_only_when_the_keeper_may_keep_it():
     predictor = forced_predictor(PAIR, 1, KEEP_ALL)
     predictor.meta.val_confusion_by_mode = {"greedy": [[1, 0, 0], [0, 1, 0], [0, 0, 1]]}
-    for sampling, epsilon in ((SamplingParams(temperature=0.0), 0.0), (SamplingParams(temperature=1.0), 0.3)):
+    for sampling, whole in ((SamplingParams(temperature=0.0), 1), (SamplingParams(temperature=1.0), 0)):
         with engine_with(PAIR, PredictorKeeper(predictor)) as engine:
             engine.generate(PROMPT, GenerationConfig(max_new_tokens=4, sampling=sampling))
-            assert engine.decoder.link.drafter.request.epsilon == epsilon
+            request = engine.decoder.link.drafter.request
+            assert (request.whole_branches, request.epsilon) == (whole, OPTIONS.epsilon)
+
+
+def test_only_the_first_branches_run_past_the_confidence_cut():
+    drafter = BranchDrafter(CachedModel(PAIR.draft, PAIR.vocab_size), frozenset())
+    for whole in (0, 1, 2):
+        # epsilon 0.99: every position is unsure, so a cut branch is its root only
+        drafter.start(DraftRequest(PROMPT, SamplingParams(), 0, False, 8, 0.99, whole))
+        proposal = drafter.round(Decision(PROMPT, [], -1, max_len=5))
+        k = len(proposal.branches)
+        assert k > 2 and [len(b) for b in proposal.branches] == [5] * whole + [1] * (k - whole)
 
 
 def test_keep_confident_counts_leading_confident_tokens():

@@ -20,10 +20,16 @@ does not ask the model for hidden states at all.
 
 from __future__ import annotations
 
+import inspect
 import time
 
 import torch
 from transformers import DynamicCache, PreTrainedModel
+
+
+def cache_keyword(model: PreTrainedModel) -> str:
+    """The forward's name for the KV cache: `cache` (transformers >= 5.24) or `past_key_values`."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
 class CachedModel:
@@ -38,6 +44,7 @@ class CachedModel:
         self.model = model
         self.vocab_size = vocab_size
         self.device = next(model.parameters()).device
+        self.cache_keyword = cache_keyword(model)
         self.capture_layers = 0
         self.last_hidden: torch.Tensor | None = None
         self.reset()
@@ -77,9 +84,9 @@ class CachedModel:
         capture = self.capture_layers
         out = self.model(
             input_ids=ids,
-            past_key_values=self.cache,
             use_cache=True,
             output_hidden_states=capture > 0,
+            **{self.cache_keyword: self.cache},
             **kwargs,
         )
         logits = out.logits[0, :, : self.vocab_size]  # [m, V] (m = kept positions)

@@ -104,11 +104,12 @@ def _group(store: dist.Store, rank: int, backend: str, timeout: timedelta) -> di
 
 
 def _decode_request(ints: list[int], floats: list[float]) -> DraftRequest:
-    seed, sampled, k_max, top_k, gamma, cap, n_policy, *rest = ints
+    seed, sampled, k_max, whole, top_k, gamma, cap, n_policy, *rest = ints
     policy = bytes(rest[:n_policy]).decode() or None
     temperature, top_p, epsilon = floats
     sampling = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p)
-    return DraftRequest(rest[n_policy:], sampling, seed, bool(sampled), k_max, epsilon, policy, gamma, cap)
+    prompt = rest[n_policy:]
+    return DraftRequest(prompt, sampling, seed, bool(sampled), k_max, epsilon, whole, policy, gamma, cap)
 
 
 def _decode_decision(ints: list[int]) -> Decision:
@@ -267,7 +268,8 @@ class WorkerLink:
     def start(self, request: DraftRequest) -> None:
         s = request.sampling
         policy = list((request.policy or "").encode())
-        ints = [request.seed, int(request.sampled), request.k_max, s.top_k, request.policy_gamma]
+        ints = [request.seed, int(request.sampled), request.k_max, request.whole_branches, s.top_k]
+        ints += [request.policy_gamma]
         ints += [request.policy_cap, len(policy)] + policy + list(request.prompt_ids)
         self._send(START, ints, [s.temperature, s.top_p, request.epsilon])
 

@@ -13,7 +13,8 @@ target committed last round and which tokens stay pending) and answers with a `P
   3. extend all branches together, one batched tree forward per step (`CachedModel.tree_step`:
      the branches share the prefix KV), up to `max_len` tokens per branch, root included.
      A branch stops at EOS, or at its first position whose draft confidence max q < epsilon
-     (that position is the natural next branch point; nothing is drafted there), or where the
+     (that position is the natural next branch point; nothing is drafted there; the first
+     `whole_branches` branches, which H-RAD may keep whole, are exempt), or where the
      draft-length policy, if the request names one, says stop (`specbranch.policies`; it also
      caps max_len, and learns from the verified/accepted counts each decision carries).
 
@@ -41,6 +42,8 @@ class DraftRequest:
     sampled: draft by sampling (x ~ q; the target needs q rows for rules 1 and 4) rather than
         deterministically (argmax q, top-k roots; rules 2 and 3).
     k_max: most branches at a branch point; epsilon: confidence below which a branch stops.
+    whole_branches: the first this many branches (in root order: the draft's likeliest root
+        first) ignore epsilon and run to full length, for H-RAD to cut after verification.
     policy: a draft-length policy spec (`specbranch.policies`) that may stop branches sooner,
         built with policy_gamma and policy_cap; None = none.
     """
@@ -51,6 +54,7 @@ class DraftRequest:
     sampled: bool
     k_max: int = 1
     epsilon: float = 0.0
+    whole_branches: int = 0
     policy: str | None = None
     policy_gamma: int = 4
     policy_cap: int = 1
@@ -106,6 +110,7 @@ class _Branch:
     rows: list[torch.Tensor] = field(default_factory=list)  # q rows of tokens[1:]
     confidences: list[float] = field(default_factory=list)  # draft confidence at tokens[1:]
     open: bool = True
+    cut: bool = True  # stops at its first position with confidence below epsilon
 
 
 def confidence(logits: torch.Tensor) -> torch.Tensor:
@@ -194,8 +199,9 @@ class BranchDrafter:
 
     def _extend(self, max_len: int) -> None:
         """Grow all open branches one token per batched tree forward, up to max_len tokens."""
-        for branch in self.branches:
+        for i, branch in enumerate(self.branches):
             branch.open = max_len > 1 and branch.tokens[0] not in self.eos_ids
+            branch.cut = i >= self.request.whole_branches
         while any(b.open for b in self.branches):
             active = [b for b in self.branches if b.open]
             base = self.runner.cache_length()
@@ -207,7 +213,7 @@ class BranchDrafter:
             q = process_logits(logits, self.request.sampling)  # [m, V]
             raw = logits.float().softmax(-1)  # [m, V] the draft's own distribution (see confidence)
             conf = raw.amax(-1).tolist()  # [m]
-            sure = [c >= self.request.epsilon for c in conf]
+            sure = [c >= self.request.epsilon or not b.cut for c, b in zip(conf, active, strict=True)]
             if self.policy is not None:
                 sure = [s and k for s, k in zip(sure, self.policy.keep(raw), strict=True)]
             for i, branch in enumerate(active):

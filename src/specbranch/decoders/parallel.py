@@ -13,8 +13,9 @@ branches, when a branch stops, how long to draft). One round (ALGORITHM.md, "Spe
      commit U plus the target's token and the next U is empty;
   5. with H-RAD (a `BranchKeeper`), after a hit: how much of that branch becomes the next U,
      decided on the target features of this very verification (`specbranch.hrad`). When the
-     keeper may keep more than the confident prefix, the draft drafts whole branches (no
-     confidence cut on its side) and the keeper applies the cut.
+     keeper may keep more than the confident prefix, the draft drafts its first branch (the
+     likeliest root's) whole, past its confidence cut, and the keeper applies the cut; the
+     other branches stay cut, so the draft's round costs about what it costs without H-RAD.
 
 The KV caches roll back implicitly: the target's via `CachedModel.logits_for` (crop to the
 common prefix), the draft's when it applies the next decision.
@@ -67,9 +68,9 @@ class BranchKeeper(Protocol):
 
     capture_layers: int
 
-    def start(self, sampling: SamplingParams) -> bool:
-        """A new request; True if the keeper may keep tokens past the draft's confidence cut
-        (the draft then drafts whole branches and the keeper cuts)."""
+    def start(self, sampling: SamplingParams) -> int:
+        """A new request; how many branches (likeliest root first) the draft must draft whole,
+        past its confidence cut, because the keeper may keep them whole (0: none)."""
 
     def keep(
         self, target: CachedModel, root: int, confidences: list[float], epsilon: float
@@ -157,9 +158,8 @@ class ParallelDecoder:
         policy = self.policy
         self.last = (0, 0)  # (verified, accepted) of the last round, for the draft's policy
         self.kept_by_keeper = False  # whether the keeper chose the current U
-        whole = self.keeper is not None and self.keeper.start(sampling)
-        epsilon = 0.0 if whole else policy.epsilon  # whole branches: the keeper cuts
-        request = DraftRequest(prompt_ids, sampling, seed, self.sampled, policy.k_max, epsilon)
+        whole = self.keeper.start(sampling) if self.keeper is not None else 0
+        request = DraftRequest(prompt_ids, sampling, seed, self.sampled, policy.k_max, policy.epsilon, whole)
         request.policy, request.policy_gamma, request.policy_cap = self.draft_policy
         self.link.start(request)
 

@@ -26,6 +26,7 @@ from specbranch.hrad.predictor import Predictor, PredictorMeta
 from specbranch.runner import CachedModel
 
 BRANCH_NOW, KEEP_CONFIDENT, KEEP_ALL = range(3)
+ALL_BRANCHES = 1 << 16  # more branches than any branch point has
 
 
 def keep_confident(confidences: list[float], epsilon: float) -> int:
@@ -79,11 +80,12 @@ class PredictorKeeper:
         self.capture_layers = predictor.meta.layers
         self.trusted = trusted_classes(predictor.meta.val_confusion)
 
-    def start(self, sampling: SamplingParams) -> bool:
-        """A new request; True if the keeper may keep more than the confident prefix (class 2
-        trusted in this mode), so the draft must draft whole branches."""
+    def start(self, sampling: SamplingParams) -> int:
+        """A new request; 1 if the keeper may keep more than the confident prefix (class 2
+        trusted in this mode): the draft then drafts its first branch whole. Class 2 on a hit
+        of another branch keeps what that branch holds, its confident prefix."""
         self.trusted = trusted_for_mode(self.predictor.meta, sampling.greedy)
-        return self.trusted[KEEP_ALL]
+        return int(self.trusted[KEEP_ALL])
 
     def keep(
         self, target: CachedModel, root: int, confidences: list[float], epsilon: float
@@ -111,9 +113,9 @@ class LabelRecorder:
         self.labels: list[int] = []
         self.waiting: torch.Tensor | None = None
 
-    def start(self, sampling: SamplingParams) -> bool:
-        """Labels need whole branches: the draft drafts them whole."""
-        return True
+    def start(self, sampling: SamplingParams) -> int:
+        """Labels need whole branches, whichever is hit: the draft drafts them all whole."""
+        return ALL_BRANCHES
 
     def keep(
         self, target: CachedModel, root: int, confidences: list[float], epsilon: float
