@@ -33,6 +33,7 @@ from specbranch.hrad import PredictorKeeper, resolve_keeper
 from specbranch.hrad.data import DataWriter, read_data
 from specbranch.hrad.features import feature_dim
 from specbranch.hrad.keeper import (
+    BRANCH_NOW,
     KEEP_ALL,
     LabelRecorder,
     keep_confident,
@@ -118,6 +119,20 @@ def test_trust_is_judged_on_the_validation_samples_of_the_decoding_mode():
     assert trusted_for_mode(meta, greedy=False) == [True, True, False]  # class 2 right 2 of 5
     del meta.val_confusion_by_mode["sampled"]
     assert trusted_for_mode(meta, greedy=False) == [False, True, False]  # nothing proven when sampled
+
+
+def test_a_predictor_is_off_in_the_decoding_modes_it_was_not_trained_for():
+    meta = PredictorMeta("p", {}, 1, 4, (4, 4), 0.0, modes=("greedy",))
+    assert trusted_for_mode(meta, greedy=True) == [True, True, True]
+    assert trusted_for_mode(meta, greedy=False) == [False, False, False]
+    predictor = forced_predictor(PAIR, 1, BRANCH_NOW)
+    predictor.meta.modes = ("greedy",)
+    keeper = PredictorKeeper(predictor)
+    assert keeper.start(SamplingParams(temperature=1.0)) == 0
+    # off: the confident prefix as without H-RAD, no decision counted, no features needed
+    assert keeper.keep(None, 0, [0.9, 0.9, 0.1], 0.2) == (2, -1)
+    with pytest.raises(SpecBranchError, match="modes"):
+        TrainConfig(modes=("beam",))
 
 
 def test_the_draft_drafts_a_whole_branch_only_when_the_keeper_may_keep_it():
@@ -212,12 +227,18 @@ def test_confusion_matrix_rows_are_true_classes():
 
 def test_saved_and_loaded_predictor_gives_identical_predictions(tmp_path):
     features, labels = separable(300, 24, seed=1)
-    predictor = train_predictor(features, labels, header_for(PAIR, 2), TrainConfig(epochs=5), ["d.hrad"])
+    config = TrainConfig(epochs=5, modes=("greedy",))
+    predictor = train_predictor(features, labels, header_for(PAIR, 2), config, ["d.hrad"])
     predictor.save(tmp_path / "p.pt")
     loaded = Predictor.load(tmp_path / "p.pt", PAIR)
     assert torch.equal(loaded.predict_batch(features), predictor.predict_batch(features))
     assert loaded.meta == predictor.meta
     assert loaded.meta.identity == pair_identity(PAIR) and loaded.meta.data == ["d.hrad"]
+    assert loaded.meta.modes == ("greedy",)
+    blob = torch.load(tmp_path / "p.pt", weights_only=True)
+    del blob["meta"]["modes"]  # a predictor file from before modes were kept acts in both
+    torch.save(blob, tmp_path / "old.pt")
+    assert Predictor.load(tmp_path / "old.pt", PAIR).meta.modes == ("greedy", "sampled")
 
 
 def test_predictor_for_another_pair_is_refused_clearly(tmp_path):

@@ -168,8 +168,8 @@ def add_method_options(parser: argparse.ArgumentParser) -> None:
         metavar="PREDICTOR",
         help="specbranch: H-RAD predictor file (from `specbranch hrad train`) deciding after each "
         "verification how much of the surviving branch to keep; 'auto' = the predictor shipped for a "
-        "built-in pair (none for other pairs), 'none' = off (default none: the shipped predictor is "
-        "neutral at greedy and slower at temperature 1 so far)",
+        "built-in pair (off for other pairs), 'none' = off (default auto; the shipped predictor acts "
+        "at greedy decoding only, where it pays)",
     )
     group.add_argument(
         "--max-draft-len",
@@ -365,7 +365,7 @@ def cmd_hrad_train(args: argparse.Namespace) -> int:
     header, features, labels, sampled = read_data(args.data)
     config = TrainConfig(
         tuple(args.hidden), args.dropout, args.epochs, args.batch_size, args.lr, args.weight_decay,
-        args.val_fraction, args.seed,
+        args.val_fraction, args.seed, tuple(args.modes),
     )
     counts = [int((labels == c).sum()) for c in range(len(CLASSES))]
     print(f"{len(labels)} samples, {features.shape[1]} features; classes {counts}", file=sys.stderr)
@@ -384,7 +384,10 @@ def cmd_hrad_train(args: argparse.Namespace) -> int:
             print(f"  {c} {CLASSES[c]:>42s} " + " ".join(f"{n:>6d}" for n in row))
     for mode in meta.val_confusion_by_mode:
         acted = [str(c) for c, ok in enumerate(trusted_for_mode(meta, mode == "greedy")) if ok]
-        print(f"decoding {mode}: acts on classes {', '.join(acted)} (the others fall back to class 1)")
+        if acted:
+            print(f"decoding {mode}: acts on classes {', '.join(acted)} (the others fall back to class 1)")
+        else:
+            print(f"decoding {mode}: off (--modes)")
     print(f"wrote {args.out}", file=sys.stderr)
     return 0
 
@@ -541,6 +544,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--val-fraction", type=float, default=0.2, help="share of each class held out (default 0.2)"
     )
     ht.add_argument("--seed", type=int, default=0, help="split and initialisation seed (default 0)")
+    ht.add_argument(
+        "--modes", nargs="+", choices=["greedy", "sampled"], default=["greedy", "sampled"],
+        help="decoding modes the predictor acts in; in the others H-RAD stays off as with --hrad none "
+        "(default: both). Restrict it where the benchmark shows H-RAD does not pay in a mode",
+    )
     ht.set_defaults(func=cmd_hrad_train)
 
     models = sub.add_parser("models", help="list built-in models and pairs and whether they are installed")

@@ -115,9 +115,10 @@ class ParallelConfig:
     draft_device: device of the draft worker (None = where the draft model is).
     master_addr / master_port: rendezvous of the two processes (port 0 = any free port).
     worker_timeout: seconds a reply from the draft worker may take before it counts as hung.
-    hrad: H-RAD predictor (SpecBranch only): a predictor file, "auto" (the one shipped for a
-        built-in pair, none otherwise) or None / "none" (off: keep branches cut at epsilon; the
-        default while the shipped predictor does not pay, see benchmarks/RESULTS.md).
+    hrad: H-RAD predictor (SpecBranch only): a predictor file, "auto" (the default: the one
+        shipped for a built-in pair, off for other pairs) or None / "none" (off: keep branches
+        cut at epsilon). A predictor acts only in the decoding modes it was trained for
+        (`PredictorMeta.modes`; the shipped one: greedy, see benchmarks/RESULTS.md).
     """
 
     inline: bool = False
@@ -130,7 +131,7 @@ class ParallelConfig:
     master_addr: str = "127.0.0.1"
     master_port: int = 0
     worker_timeout: float = 60.0
-    hrad: str | None = "none"
+    hrad: str | None = "auto"
 
     def __post_init__(self) -> None:
         if self.hrad is not None and (not isinstance(self.hrad, str) or not self.hrad):

@@ -57,8 +57,11 @@ def trusted_for_mode(meta: PredictorMeta, greedy: bool) -> list[bool]:
 
     A predictor whose validation split has no sample of that mode proved nothing there: only
     class 1, the draft-confidence cut, is acted on. One trained before per-mode scores were
-    kept is judged on its whole validation split.
+    kept is judged on its whole validation split. In a mode not in `meta.modes` nothing is
+    trusted: H-RAD is off there.
     """
+    if ("greedy" if greedy else "sampled") not in meta.modes:
+        return [False] * 3
     if not meta.val_confusion_by_mode:
         return trusted_classes(meta.val_confusion)
     confusion = meta.val_confusion_by_mode.get("greedy" if greedy else "sampled")
@@ -90,7 +93,10 @@ class PredictorKeeper:
     def keep(
         self, target: CachedModel, root: int, confidences: list[float], epsilon: float
     ) -> tuple[int, int]:
-        """(tokens of the branch after the root to keep, class acted on) for the branch just hit."""
+        """(tokens of the branch after the root to keep, class acted on) for the branch just hit;
+        class -1 (no decision) and the confident prefix where H-RAD is off in this mode."""
+        if not any(self.trusted):
+            return keep_confident(confidences, epsilon), -1
         label = self.predictor.predict(capture(target, root))
         if not self.trusted[label]:
             label = KEEP_CONFIDENT

@@ -28,6 +28,7 @@ CLASSES = (
     "fully accepted: keep all",
 )
 FORMAT = "specbranch-hrad-1"
+MODES = ("greedy", "sampled")  # decoding modes: temperature 0, temperature > 0
 
 
 def _model_name(model: nn.Module | None) -> str:
@@ -58,6 +59,9 @@ class PredictorMeta:
     val_accuracy / val_confusion: scores on the validation split (rows: true class);
     val_confusion_by_mode: the confusion of the validation samples collected greedily
     ("greedy") and at temperature > 0 ("sampled"), for the modes the data holds.
+    modes: the decoding modes ("greedy", "sampled") the keeper acts in; in the others it is
+    off, as with `--hrad none` (set with `hrad train --modes` where the benchmark shows H-RAD
+    does not pay in a mode).
     class_priors: the classes' shares in the training split; the MLP is trained class-balanced
     (so it learns the rare classes) and `Predictor` puts the priors back when it decides (so
     it does not over-predict them: argmax of logits + log prior). Uniform priors: plain argmax.
@@ -76,6 +80,7 @@ class PredictorMeta:
     val_confusion: list[list[int]] = field(default_factory=list)
     val_confusion_by_mode: dict[str, list[list[int]]] = field(default_factory=dict)
     data: list[str] = field(default_factory=list)
+    modes: tuple[str, ...] = MODES
     class_priors: list[float] = field(default_factory=lambda: [1 / len(CLASSES)] * len(CLASSES))
 
 
@@ -139,7 +144,8 @@ class Predictor:
         if not isinstance(blob, dict) or blob.get("format") != FORMAT:
             raise SpecBranchError(f"{path}: not an H-RAD predictor (format {FORMAT} expected)")
         raw = blob["meta"]
-        meta = PredictorMeta(**{**raw, "hidden": tuple(raw["hidden"]), "classes": tuple(raw["classes"])})
+        meta = PredictorMeta(**{**raw, "hidden": tuple(raw["hidden"]), "classes": tuple(raw["classes"]),
+                                "modes": tuple(raw.get("modes", MODES))})
         if pair is not None:
             mine = pair_identity(pair)
             diff = [

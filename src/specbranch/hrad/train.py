@@ -17,12 +17,13 @@ import torch
 from torch import nn
 
 from specbranch.errors import SpecBranchError
-from specbranch.hrad.predictor import CLASSES, HRadMLP, Predictor, PredictorMeta
+from specbranch.hrad.predictor import CLASSES, MODES, HRadMLP, Predictor, PredictorMeta
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """hidden: the two hidden widths; val_fraction: share of each class held out for validation."""
+    """hidden: the two hidden widths; val_fraction: share of each class held out for validation;
+    modes: the decoding modes the predictor will act in (`PredictorMeta.modes`)."""
 
     hidden: tuple[int, int] = (64, 32)
     dropout: float = 0.2
@@ -32,8 +33,11 @@ class TrainConfig:
     weight_decay: float = 1e-2
     val_fraction: float = 0.2
     seed: int = 0
+    modes: tuple[str, ...] = MODES
 
     def __post_init__(self) -> None:
+        if not self.modes or set(self.modes) - set(MODES):
+            raise SpecBranchError(f"modes must be among {MODES}, got {self.modes!r}")
         if not 0.0 < self.val_fraction < 1.0:
             raise SpecBranchError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
         if self.epochs < 1 or self.batch_size < 1 or min(self.hidden) < 1:
@@ -121,6 +125,7 @@ def train_predictor(
         train_samples=len(y),
         val_samples=len(y_val),
         data=list(data),
+        modes=tuple(config.modes),
         class_priors=priors,
     )
     predictor = Predictor(mlp, meta)
