@@ -129,6 +129,7 @@ def test_a_predictor_is_off_in_the_decoding_modes_it_was_not_trained_for():
     predictor.meta.modes = ("greedy",)
     keeper = PredictorKeeper(predictor)
     assert keeper.start(SamplingParams(temperature=1.0)) == 0
+    assert keeper.capture_layers == 0
     # off: the confident prefix as without H-RAD, no decision counted, no features needed
     assert keeper.keep(None, 0, [0.9, 0.9, 0.1], 0.2) == (2, -1)
     with pytest.raises(SpecBranchError, match="modes"):

@@ -269,8 +269,7 @@ class WorkerLink:
         s = request.sampling
         policy = list((request.policy or "").encode())
         ints = [request.seed, int(request.sampled), request.k_max, request.whole_branches, s.top_k]
-        ints += [request.policy_gamma]
-        ints += [request.policy_cap, len(policy)] + policy + list(request.prompt_ids)
+        ints += [request.policy_gamma, request.policy_cap, len(policy)] + policy + list(request.prompt_ids)
         self._send(START, ints, [s.temperature, s.top_p, request.epsilon])
 
     def send(self, decision: Decision) -> None:

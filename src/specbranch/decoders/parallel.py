@@ -63,7 +63,8 @@ class BranchPolicy(Protocol):
 class BranchKeeper(Protocol):
     """H-RAD: after a branch hit, how much of the surviving branch to keep as the next U.
 
-    capture_layers: K, the target layers whose hidden states the decision needs.
+    capture_layers: K, the target layers whose hidden states the decision needs (read after
+        `start`: 0 where the keeper makes no decision for the request, so nothing is captured).
     """
 
     capture_layers: int
@@ -143,7 +144,6 @@ class ParallelDecoder:
         self.draft_sampling, self.draft_policy = draft_sampling, draft_policy
         self.draft_busy, self.draft_forwards = 0.0, 0
         self.keeper = keeper
-        target.capture_layers = keeper.capture_layers if keeper is not None else 0
 
     def start(self, prompt_ids: list[int], sampling: SamplingParams, seed: int) -> None:
         self.target.reset()
@@ -159,6 +159,7 @@ class ParallelDecoder:
         self.last = (0, 0)  # (verified, accepted) of the last round, for the draft's policy
         self.kept_by_keeper = False  # whether the keeper chose the current U
         whole = self.keeper.start(sampling) if self.keeper is not None else 0
+        self.target.capture_layers = self.keeper.capture_layers if self.keeper is not None else 0
         request = DraftRequest(prompt_ids, sampling, seed, self.sampled, policy.k_max, policy.epsilon, whole)
         request.policy, request.policy_gamma, request.policy_cap = self.draft_policy
         self.link.start(request)

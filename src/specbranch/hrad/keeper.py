@@ -60,11 +60,12 @@ def trusted_for_mode(meta: PredictorMeta, greedy: bool) -> list[bool]:
     kept is judged on its whole validation split. In a mode not in `meta.modes` nothing is
     trusted: H-RAD is off there.
     """
-    if ("greedy" if greedy else "sampled") not in meta.modes:
+    mode = "greedy" if greedy else "sampled"
+    if mode not in meta.modes:
         return [False] * 3
     if not meta.val_confusion_by_mode:
         return trusted_classes(meta.val_confusion)
-    confusion = meta.val_confusion_by_mode.get("greedy" if greedy else "sampled")
+    confusion = meta.val_confusion_by_mode.get(mode)
     if confusion is None:
         return [c == KEEP_CONFIDENT for c in range(3)]
     return trusted_classes(confusion)
@@ -88,6 +89,7 @@ class PredictorKeeper:
         trusted in this mode): the draft then drafts its first branch whole. Class 2 on a hit
         of another branch keeps what that branch holds, its confident prefix."""
         self.trusted = trusted_for_mode(self.predictor.meta, sampling.greedy)
+        self.capture_layers = self.predictor.meta.layers if any(self.trusted) else 0  # off: no features
         return int(self.trusted[KEEP_ALL])
 
     def keep(
