@@ -103,7 +103,7 @@ def test_library_raises_specbranch_error():
 
 
 def test_missing_builtin_packages_name_the_install_command(monkeypatch):
-    import specbranch.builtin as builtin
+    import specbranch.models.builtin as builtin
 
     monkeypatch.setitem(
         builtin.MODELS,

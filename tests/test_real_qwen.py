@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from specbranch.builtin import installed_models
+from specbranch.models.builtin import installed_models
 from specbranch.config import GenerationConfig, SpeculativeConfig
 from specbranch.engine import Engine
 

@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from specbranch.builtin import DEFAULT_PAIR, MODELS, PAIRS, installed_models
+from specbranch.models.builtin import DEFAULT_PAIR, MODELS, PAIRS, installed_models
 from specbranch.decoders import METHODS
 from specbranch.errors import SpecBranchError
 

