@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from specbranch.policies.base import RoundFeedback, acceptance_lower_bound
+from specbranch.policies.base import CAP, Option, PolicyInfo, RoundFeedback, acceptance_lower_bound
 
 
 class AdaEDLPolicy:
@@ -22,7 +22,7 @@ class AdaEDLPolicy:
 
     name = "adaedl"
 
-    def __init__(self, cap: int, beta: float = 0.2, start: float = 0.5, step: float = 0.02) -> None:
+    def __init__(self, cap: int, beta: float, start: float, step: float) -> None:
         self.cap, self.beta, self.threshold, self.step = max(1, cap), beta, start, step
 
     def max_length(self) -> int:
@@ -36,3 +36,16 @@ class AdaEDLPolicy:
             return
         delta = -self.step if feedback.fully_accepted else self.step
         self.threshold = min(0.95, max(0.05, self.threshold + delta))
+
+
+INFO = PolicyInfo(
+    "adaedl",
+    "entropy lower bound on acceptance with an adaptive threshold",
+    AdaEDLPolicy,
+    (
+        Option("cap", int, CAP, "most tokens per round"),
+        Option("beta", float, 0.2, "entropy scale in 1 - sqrt(beta * H)"),
+        Option("start", float, 0.5, "initial threshold lambda"),
+        Option("step", float, 0.02, "change of lambda per round"),
+    ),
+)

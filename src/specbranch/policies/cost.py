@@ -8,6 +8,7 @@ drafting overlaps verification; in SD it simply sets gamma = c.
 
 from __future__ import annotations
 
+from specbranch.policies.base import CAP, Option, PolicyInfo
 from specbranch.policies.fixed import FixedPolicy
 
 
@@ -18,3 +19,8 @@ class CostPolicy(FixedPolicy):
 
     def __init__(self, length: int) -> None:
         super().__init__(max(1, length))
+
+
+INFO = PolicyInfo(
+    "cost", "the measured cost ratio c", CostPolicy, (Option("length", int, CAP, "tokens per round"),)
+)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from specbranch.policies.base import RoundFeedback
+from specbranch.policies.base import GAMMA, Option, PolicyInfo, RoundFeedback
 
 
 class FixedPolicy:
@@ -23,3 +23,8 @@ class FixedPolicy:
 
     def observe(self, feedback: RoundFeedback) -> None:
         pass
+
+
+INFO = PolicyInfo(
+    "fixed", "gamma tokens every round", FixedPolicy, (Option("gamma", int, GAMMA, "tokens per round"),)
+)

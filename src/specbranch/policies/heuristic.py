@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from specbranch.policies.base import RoundFeedback
+from specbranch.policies.base import GAMMA, Option, PolicyInfo, RoundFeedback
 
 
 class HeuristicPolicy:
@@ -20,7 +20,7 @@ class HeuristicPolicy:
 
     name = "heuristic"
 
-    def __init__(self, start: int, threshold: float = 0.4) -> None:
+    def __init__(self, start: int, threshold: float) -> None:
         self.length = max(1, start)
         self.threshold = threshold
 
@@ -32,3 +32,14 @@ class HeuristicPolicy:
 
     def observe(self, feedback: RoundFeedback) -> None:
         self.length = self.length + 2 if feedback.fully_accepted else max(1, self.length - 1)
+
+
+INFO = PolicyInfo(
+    "heuristic",
+    "transformers' +2/-1 schedule with a confidence stop",
+    HeuristicPolicy,
+    (
+        Option("start", int, GAMMA, "the first round's length"),
+        Option("threshold", float, 0.4, "stop where the draft's top probability is below this"),
+    ),
+)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from specbranch.policies.base import RoundFeedback, acceptance_lower_bound
+from specbranch.policies.base import CAP, Option, PolicyInfo, RoundFeedback, acceptance_lower_bound
 
 
 class SVIPPolicy:
@@ -19,7 +19,7 @@ class SVIPPolicy:
 
     name = "svip"
 
-    def __init__(self, cap: int, threshold: float = 0.6, beta: float = 0.2) -> None:
+    def __init__(self, cap: int, threshold: float, beta: float) -> None:
         self.cap, self.threshold, self.beta = max(1, cap), threshold, beta
 
     def max_length(self) -> int:
@@ -30,3 +30,15 @@ class SVIPPolicy:
 
     def observe(self, feedback: RoundFeedback) -> None:
         pass
+
+
+INFO = PolicyInfo(
+    "svip",
+    "entropy lower bound on acceptance, fixed threshold",
+    SVIPPolicy,
+    (
+        Option("cap", int, CAP, "most tokens per round"),
+        Option("threshold", float, 0.6, "stop where 1 - sqrt(beta * H) is below this"),
+        Option("beta", float, 0.2, "entropy scale"),
+    ),
+)

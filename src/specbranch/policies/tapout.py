@@ -1,7 +1,7 @@
 """`tapout`: a UCB1 bandit that picks a parameter-free policy for each round.
 
 Source: Sridhar et al., "TapOut: A Bandit-Based Approach to Dynamic Speculative Decoding"
-(2025). Rule: the arms are other policies (by default heuristic, adaedl, svip); every round the
+(2025). Rule: the arms are other policies (heuristic, adaedl, svip, each with its defaults); every round the
 arm with the highest UCB1 score  mean_reward + sqrt(2 ln t / n_arm)  drafts (each arm is tried
 once first). The reward of a round is its committed tokens per second of wall time, divided by
 the best rate seen so far so rewards stay in [0, 1]. Only the arm that drafted learns from the
@@ -14,7 +14,8 @@ import math
 
 import torch
 
-from specbranch.policies.base import DraftPolicy, RoundFeedback
+from specbranch.policies import adaedl, heuristic, svip
+from specbranch.policies.base import CAP, GAMMA, DraftPolicy, Option, PolicyInfo, RoundFeedback, build
 
 
 class TapOutPolicy:
@@ -52,3 +53,19 @@ class TapOutPolicy:
         self.pulls[self.current] += 1
         self.rewards[self.current] += rate / self.best_rate if self.best_rate else 0.0
         self.arms[self.current].observe(feedback)
+
+
+def _make(cap: int, start: int) -> TapOutPolicy:
+    """The three arms with their registry defaults, under one cap."""
+    return TapOutPolicy([build(arm.INFO, {}, start, cap) for arm in (heuristic, adaedl, svip)])
+
+
+INFO = PolicyInfo(
+    "tapout",
+    "UCB1 bandit over heuristic/adaedl/svip",
+    _make,
+    (
+        Option("cap", int, CAP, "the arms' cap"),
+        Option("start", int, GAMMA, "the heuristic arm's first length"),
+    ),
+)
