@@ -13,11 +13,22 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from specbranch.errors import SpecBranchError
+from specbranch.policies import describe as describe_policies
+from specbranch.policies import parse_policy
 
 DraftSampling = Literal["greedy", "sample"]
+
+
+def option(default: Any, help: str, **cli: Any) -> Any:
+    """A dataclass field with its command-line help (the CLI builds its options from these).
+
+    cli: extra argparse settings (metavar, flag); `methods` limits a parallel option to the named
+    methods; `cli=False` keeps a field off the command line.
+    """
+    return field(default=default, metadata={"help": help, **cli})
 
 
 @dataclass(frozen=True)
@@ -29,9 +40,9 @@ class SamplingParams:
     top_p: keep the smallest set of most likely tokens whose mass reaches top_p (1.0 = off).
     """
 
-    temperature: float = 0.0
-    top_k: int = 0
-    top_p: float = 1.0
+    temperature: float = option(0.0, "0 = greedy")
+    top_k: int = option(0, "keep the k most likely tokens (0 = off)")
+    top_p: float = option(1.0, "nucleus sampling mass in (0, 1] (1 = off)")
 
     def __post_init__(self) -> None:
         if not isinstance(self.temperature, int | float) or math.isnan(self.temperature):
@@ -61,9 +72,18 @@ class SpeculativeConfig:
         the measured cost length c for SpecBranch.
     """
 
-    gamma: int = 4
-    draft_sampling: DraftSampling = "sample"
-    draft_policy: str | None = None
+    gamma: int = option(4, "draft length per round for sd")
+    draft_sampling: DraftSampling = option(
+        "sample",
+        "sample: draft x ~ q, verified by rule 1 (roots: k samples, rule 4); greedy: draft argmax q, "
+        "verified by rule 2 (roots: draft top-k, rule 3); at temperature 0 both are the greedy rules",
+    )
+    draft_policy: str | None = option(
+        None,
+        f"draft-length policy: {describe_policies()}. Default: the method's own (sd: fixed; pearl: its "
+        "schedule; specbranch: cost). For pearl/specbranch it runs on the draft side under the method's cap",
+        metavar="NAME[:OPT=V,...]",
+    )
 
     def __post_init__(self) -> None:
         if not isinstance(self.gamma, int) or self.gamma < 1:
@@ -71,8 +91,6 @@ class SpeculativeConfig:
         if self.draft_sampling not in ("greedy", "sample"):
             raise SpecBranchError(f"draft_sampling must be 'greedy' or 'sample', got {self.draft_sampling!r}")
         if self.draft_policy is not None:
-            from specbranch.policies import parse_policy
-
             parse_policy(self.draft_policy)
 
 
@@ -86,11 +104,11 @@ class GenerationConfig:
     ignore_eos: keep generating past EOS (benchmarks use it for fixed-length runs).
     """
 
-    max_new_tokens: int = 128
+    max_new_tokens: int = option(128, "tokens to generate at most")
     sampling: SamplingParams = field(default_factory=SamplingParams)
-    seed: int = 0
-    stop: tuple[str, ...] = ()
-    ignore_eos: bool = False
+    seed: int = option(0, "seed of the per-request random generators")
+    stop: tuple[str, ...] = option((), "stop string (repeatable); the output ends before it", cli=False)
+    ignore_eos: bool = option(False, "always generate max_new_tokens tokens (fixed length)", cli=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
@@ -121,17 +139,45 @@ class ParallelConfig:
         (`PredictorMeta.modes`; the shipped one: greedy, see benchmarks/RESULTS.md).
     """
 
-    inline: bool = False
-    k_max: int = 4
-    epsilon: float = 0.2
-    max_draft_len: int | None = None
-    draft_threads: int | None = None
-    target_threads: int | None = None
-    draft_device: str | None = None
-    master_addr: str = "127.0.0.1"
-    master_port: int = 0
-    worker_timeout: float = 60.0
-    hrad: str | None = "auto"
+    inline: bool = option(
+        False,
+        "run draft and target one after the other in this process instead of a draft worker process "
+        "(same tokens for the same seed; slower; the fallback for a single device)",
+    )
+    k_max: int = option(
+        4,
+        "specbranch: most branches at a branch point, k = max(1, floor(k_max * (1 - draft confidence)))",
+        methods=("specbranch",),
+    )
+    epsilon: float = option(
+        0.2,
+        "specbranch: a branch stops at its first position with draft confidence below this",
+        methods=("specbranch",),
+    )
+    max_draft_len: int | None = option(
+        None,
+        "branch length (pearl: initial block, grows to 2x while accepted) (default: the measured cost "
+        "ratio c = target verify time / draft step time)",
+    )
+    draft_threads: int | None = option(None, "torch threads of the draft worker (default: half the cores)")
+    target_threads: int | None = option(
+        None, "torch threads of the target side (default: the other half)"
+    )
+    draft_device: str | None = option(None, "device of the draft worker", cli=False)
+    master_addr: str = option("127.0.0.1", "rendezvous address of the two processes")
+    master_port: int = option(0, "rendezvous port (0: any free port)")
+    worker_timeout: float = option(
+        60.0, "seconds a draft worker may take to answer before it counts as hung"
+    )
+    hrad: str | None = option(
+        "auto",
+        "specbranch: H-RAD predictor file (from `specbranch hrad train`) deciding after each verification "
+        "how much of the surviving branch to keep; 'auto' = the predictor shipped for a built-in pair "
+        "(off for other pairs), 'none' = off (the shipped predictor acts at greedy decoding only, where it "
+        "pays)",
+        methods=("specbranch",),
+        metavar="PREDICTOR",
+    )
 
     def __post_init__(self) -> None:
         if self.hrad is not None and (not isinstance(self.hrad, str) or not self.hrad):
@@ -148,3 +194,8 @@ class ParallelConfig:
             raise SpecBranchError(f"worker_timeout must be > 0 seconds, got {self.worker_timeout!r}")
         if not isinstance(self.master_port, int) or not 0 <= self.master_port < 65536:
             raise SpecBranchError(f"master_port must be in [0, 65535], got {self.master_port!r}")
+
+
+def applies_to(config_field: Any, method: str) -> bool:
+    """Whether a `ParallelConfig` field is an option of `method` (pearl or specbranch)."""
+    return method in config_field.metadata.get("methods", ("pearl", "specbranch"))
