@@ -28,7 +28,8 @@ from specbranch.datasets import load_dataset
 from specbranch.decoders import build_parallel
 from specbranch.decoders.parallel import ParallelDecoder
 from specbranch.engine import Engine, encode_prompt
-from specbranch.hrad.keeper import BRANCH_NOW, KEEP_ALL, KEEP_CONFIDENT, keep_confident
+from specbranch.hrad.classes import HradClass
+from specbranch.hrad.keeper import keep_confident
 
 
 class OracleKeeper:
@@ -52,10 +53,11 @@ class OracleKeeper:
         accepted = 0
         while accepted < min(len(branch), len(truth)) and branch[accepted] == truth[accepted]:
             accepted += 1
-        label = BRANCH_NOW if accepted == 0 else KEEP_ALL if accepted == len(branch) else KEEP_CONFIDENT
+        label = HradClass.of_verdict(len(branch), accepted)
         if self.mode == "exact":
             return accepted, label
-        kept = {BRANCH_NOW: 0, KEEP_ALL: len(branch)}.get(label, keep_confident(confidences, epsilon))
+        whole = {HradClass.BRANCH_NOW: 0, HradClass.KEEP_ALL: len(branch)}
+        kept = whole.get(label, keep_confident(confidences, epsilon))
         return kept, label
 
     def observe(self, verified: int, accepted: int) -> None:

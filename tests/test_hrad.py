@@ -30,11 +30,10 @@ from specbranch.decoders.drafter import BranchDrafter, Decision, DraftRequest
 from specbranch.engine import Engine
 from specbranch.errors import SpecBranchError
 from specbranch.hrad import PredictorKeeper, resolve_keeper
+from specbranch.hrad.classes import HradClass
 from specbranch.hrad.data import DataWriter, read_data
 from specbranch.hrad.features import feature_dim
 from specbranch.hrad.keeper import (
-    BRANCH_NOW,
-    KEEP_ALL,
     LabelRecorder,
     keep_confident,
     trusted_classes,
@@ -125,7 +124,7 @@ def test_a_predictor_is_off_in_the_decoding_modes_it_was_not_trained_for():
     meta = PredictorMeta("p", {}, 1, 4, (4, 4), 0.0, modes=("greedy",))
     assert trusted_for_mode(meta, greedy=True) == [True, True, True]
     assert trusted_for_mode(meta, greedy=False) == [False, False, False]
-    predictor = forced_predictor(PAIR, 1, BRANCH_NOW)
+    predictor = forced_predictor(PAIR, 1, HradClass.BRANCH_NOW)
     predictor.meta.modes = ("greedy",)
     keeper = PredictorKeeper(predictor)
     assert keeper.start(SamplingParams(temperature=1.0)) == 0
@@ -137,7 +136,7 @@ def test_a_predictor_is_off_in_the_decoding_modes_it_was_not_trained_for():
 
 
 def test_the_draft_drafts_a_whole_branch_only_when_the_keeper_may_keep_it():
-    predictor = forced_predictor(PAIR, 1, KEEP_ALL)
+    predictor = forced_predictor(PAIR, 1, HradClass.KEEP_ALL)
     predictor.meta.val_confusion_by_mode = {"greedy": [[1, 0, 0], [0, 1, 0], [0, 0, 1]]}
     for sampling, whole in ((SamplingParams(temperature=0.0), 1), (SamplingParams(temperature=1.0), 0)):
         with engine_with(PAIR, PredictorKeeper(predictor)) as engine:

@@ -7,6 +7,8 @@ from helpers import make_pair, perturbed, tiny_model
 
 from specbranch.config import GenerationConfig, SamplingParams
 from specbranch.engine import Engine
+from specbranch.hrad.classes import HradClass
+from specbranch.metrics import SUMMARY_KEYS, GenerationMetrics, RoundStats, summarize_runs
 
 TARGET = tiny_model(seed=1)
 PAIR = make_pair(TARGET, perturbed(TARGET, 0.01, seed=2))
@@ -40,3 +42,31 @@ def test_metric_invariants(method, options, temperature):
         assert m.drafted_tokens > 0 and m.draft_busy_seconds > 0
     assert set(m.to_dict()) >= {"acceptance_rate", "mean_accepted_length", "rollback_rate", "draft_waste",
                                 "branch_hit_rate", "overlap_efficiency", "tokens_per_second"}
+
+
+def test_hrad_decisions_are_counted_under_their_class_counter():
+    m = GenerationMetrics()
+    for label in (HradClass.BRANCH_NOW, HradClass.KEEP_ALL, HradClass.KEEP_ALL, -1):
+        m.add_round(RoundStats([1], hrad_class=label), 1)
+    assert (m.hrad_keep_none, m.hrad_keep_confident, m.hrad_keep_all) == (1, 0, 2)
+    assert {c.counter for c in HradClass} <= set(m.to_dict())
+    assert [HradClass.of_verdict(3, a) for a in (0, 1, 3)] == list(HradClass)
+
+
+def test_a_summary_rates_the_summed_counters_and_averages_overlap_and_cost():
+    a = GenerationMetrics(new_tokens=6, target_forwards=2, drafted_tokens=8, verified_tokens=8,
+                          accepted_tokens=4, drafted_tokens_total=10, wall_seconds=1.0,
+                          target_busy_seconds=0.5, cost_ratio=2.0, accept_lengths=[3, 3])
+    b = GenerationMetrics(new_tokens=2, target_forwards=2, drafted_tokens=4, verified_tokens=4,
+                          accepted_tokens=0, drafted_tokens_total=4, wall_seconds=3.0, draft_busy_seconds=3.0,
+                          cost_ratio=4.0, accept_lengths=[1, 1])
+    s = summarize_runs([GenerationMetrics.from_dict(m.to_dict()) for m in (a, b)])
+    assert list(s) == list(SUMMARY_KEYS)
+    assert s["mean_accepted_length"] == 8 / 4 and s["acceptance_rate"] == 4 / 12
+    assert s["rollback_rate"] == 8 / 12 and s["draft_waste"] == 10 / 14
+    assert s["branch_hit_rate"] is None and s["hrad_overhead"] is None  # nothing to rate: None, not 0
+    assert (s["target_busy_seconds"], s["draft_busy_seconds"]) == (0.5, 3.0)
+    assert s["overlap_efficiency"] == (0.5 + 1.0) / 2 and s["cost_ratio"] == 3.0  # means over runs
+    assert s["accept_lengths"] == [3, 3, 1, 1]
+    assert a.branch_hit_rate == 0.0  # one generation's undefined rate reads 0.0
+    assert summarize_runs([]) == dict.fromkeys(SUMMARY_KEYS) | {"accept_lengths": []}

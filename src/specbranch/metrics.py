@@ -8,16 +8,29 @@ Terms (ALGORITHM.md, "Metrics"):
 - `rollback_rate` = drafted tokens discarded on the chosen path / drafted tokens on that path;
 - `draft_waste` = all discarded drafted tokens (unselected branches too) / all drafted tokens;
 - `branch_hit_rate` = rounds whose branch point hit a branch / rounds that branched;
+- `tokens_per_second` = committed tokens / wall time;
 - `overlap_efficiency` = busy time of the busier side / wall time;
 - `hrad_overhead` = time H-RAD spent deciding (feature capture and predictor) / wall time;
-  `hrad_keep_none` / `hrad_keep_confident` / `hrad_keep_all` count its decisions by class;
+  `hrad_keep_none` / `hrad_keep_confident` / `hrad_keep_all` count its decisions by class
+  (`HradClass.counter`);
 - `cost_ratio` = c, the measured T_target_verify / T_draft_step (parallel methods), and
   `draft_length` the branch length it set (PEARL: the initial block).
+
+A rate is *undefined* when its denominator is 0 (nothing to rate): one generation's rates
+read 0.0 there, a summary's (`summarize_runs`) None.
+
+Over many generations (the benchmark's runs of a method, the server's requests) the counters
+and times are summed (`GenerationMetrics.merge`, `total`) and the rates taken of the sums,
+except `overlap_efficiency` and `cost_ratio`, which a summary reports as means over the runs.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import statistics
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field, fields
+
+from specbranch.hrad.classes import HradClass
 
 
 @dataclass
@@ -45,7 +58,7 @@ class RoundStats:
 
 @dataclass
 class GenerationMetrics:
-    """Totals of one generation and the rates derived from them."""
+    """Totals of one generation (or of many, merged) and the rates derived from them."""
 
     new_tokens: int = 0
     target_forwards: int = 0
@@ -57,7 +70,6 @@ class GenerationMetrics:
     branch_rounds: int = 0
     branch_hits: int = 0
     wall_seconds: float = 0.0
-    prefill_seconds: float = 0.0
     target_busy_seconds: float = 0.0
     draft_busy_seconds: float = 0.0
     cost_ratio: float = 0.0
@@ -78,71 +90,127 @@ class GenerationMetrics:
         self.branch_rounds += int(stats.branched)
         self.branch_hits += int(stats.branch_hit)
         if stats.hrad_class >= 0:
-            name = ("hrad_keep_none", "hrad_keep_confident", "hrad_keep_all")[stats.hrad_class]
+            name = HradClass(stats.hrad_class).counter
             setattr(self, name, getattr(self, name) + 1)
         self.hrad_seconds += stats.hrad_seconds
         self.accept_lengths.append(kept)
 
-    def merge(self, other: GenerationMetrics) -> None:
+    def merge(self, other: GenerationMetrics, accept_lengths: bool = False) -> None:
         """Add another generation's counters and times (totals over many requests).
 
-        accept_lengths is left alone, so a long-running total stays small; cost_ratio and
-        draft_length take the latest value.
+        accept_lengths are appended only when asked, so a long-running total stays small;
+        cost_ratio and draft_length take the latest value.
         """
         for name, value in asdict(other).items():
             if name in ("cost_ratio", "draft_length"):
                 setattr(self, name, value)
             elif name != "accept_lengths":
                 setattr(self, name, getattr(self, name) + value)
+        if accept_lengths:
+            self.accept_lengths += other.accept_lengths
 
-    @staticmethod
-    def _ratio(num: float, den: float) -> float:
-        return num / den if den else 0.0
+    @classmethod
+    def from_dict(cls, data: dict) -> GenerationMetrics:
+        """The metrics back from `to_dict()`'s output (the derived rates and unknown keys are ignored)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: (list(v) if k == "accept_lengths" else v) for k, v in data.items() if k in names})
+
+    def rate(self, name: str, undefined: float | None = 0.0) -> float | None:
+        """The rate `name` (a key of RATES); `undefined` where its denominator is 0."""
+        num, den = RATES[name](self)
+        return num / den if den else undefined
 
     @property
     def acceptance_rate(self) -> float:
-        return self._ratio(self.accepted_tokens, self.verified_tokens)
+        return self.rate("acceptance_rate")
 
     @property
     def mean_accepted_length(self) -> float:
-        return self._ratio(self.new_tokens, self.target_forwards)
+        return self.rate("mean_accepted_length")
 
     @property
     def rollback_rate(self) -> float:
-        return self._ratio(self.drafted_tokens - self.accepted_tokens, self.drafted_tokens)
+        return self.rate("rollback_rate")
 
     @property
     def draft_waste(self) -> float:
-        return self._ratio(self.drafted_tokens_total - self.accepted_tokens, self.drafted_tokens_total)
+        return self.rate("draft_waste")
 
     @property
     def branch_hit_rate(self) -> float:
-        return self._ratio(self.branch_hits, self.branch_rounds)
+        return self.rate("branch_hit_rate")
 
     @property
     def tokens_per_second(self) -> float:
-        return self._ratio(self.new_tokens, self.wall_seconds)
+        return self.rate("tokens_per_second")
 
     @property
     def overlap_efficiency(self) -> float:
-        return self._ratio(max(self.target_busy_seconds, self.draft_busy_seconds), self.wall_seconds)
+        return self.rate("overlap_efficiency")
 
     @property
     def hrad_overhead(self) -> float:
-        return self._ratio(self.hrad_seconds, self.wall_seconds)
+        return self.rate("hrad_overhead")
 
     def to_dict(self) -> dict:
         """All counters and rates as a flat JSON-ready dict."""
-        out = asdict(self)
-        for name in (
-            "acceptance_rate",
-            "mean_accepted_length",
-            "rollback_rate",
-            "draft_waste",
-            "branch_hit_rate",
-            "tokens_per_second",
-            "overlap_efficiency",
-            "hrad_overhead",
-        ):
-            out[name] = getattr(self, name)
-        return out
+        return asdict(self) | {name: self.rate(name) for name in RATES}
+
+
+# Each rate's (numerator, denominator), in the order `to_dict` lists them (module docstring).
+RATES: dict[str, Callable[[GenerationMetrics], tuple[float, float]]] = {
+    "acceptance_rate": lambda m: (m.accepted_tokens, m.verified_tokens),
+    "mean_accepted_length": lambda m: (m.new_tokens, m.target_forwards),
+    "rollback_rate": lambda m: (m.drafted_tokens - m.accepted_tokens, m.drafted_tokens),
+    "draft_waste": lambda m: (m.drafted_tokens_total - m.accepted_tokens, m.drafted_tokens_total),
+    "branch_hit_rate": lambda m: (m.branch_hits, m.branch_rounds),
+    "tokens_per_second": lambda m: (m.new_tokens, m.wall_seconds),
+    "overlap_efficiency": lambda m: (max(m.target_busy_seconds, m.draft_busy_seconds), m.wall_seconds),
+    "hrad_overhead": lambda m: (m.hrad_seconds, m.wall_seconds),
+}
+
+# What `summarize_runs` reports, in this order.
+SUMMARY_KEYS = (
+    "mean_accepted_length",
+    "acceptance_rate",
+    "rollback_rate",
+    "draft_waste",
+    "branch_hit_rate",
+    "target_busy_seconds",
+    "draft_busy_seconds",
+    "overlap_efficiency",
+    "cost_ratio",
+    "hrad_overhead",
+    "accept_lengths",
+)
+
+
+def total(runs: Iterable[GenerationMetrics]) -> GenerationMetrics:
+    """One GenerationMetrics summing the counters and times of `runs`, with all their accept_lengths."""
+    out = GenerationMetrics()
+    for metrics in runs:
+        out.merge(metrics, accept_lengths=True)
+    return out
+
+
+def summarize_runs(runs: Sequence[GenerationMetrics]) -> dict:
+    """A method's figures over many runs (the benchmark's summary), keyed by SUMMARY_KEYS.
+
+    The rates are those of the summed counters (None where undefined; `hrad_overhead` None when
+    H-RAD never ran); busy times are summed; `overlap_efficiency` and `cost_ratio` are means of
+    the runs' own values; accept_lengths are all the runs' rounds. No runs: every figure None
+    (accept_lengths empty).
+    """
+    if not runs:
+        return dict.fromkeys(SUMMARY_KEYS) | {"accept_lengths": []}
+    t = total(runs)
+    rates = {name: t.rate(name, undefined=None) for name in RATES}
+    figures = {
+        "target_busy_seconds": t.target_busy_seconds,
+        "draft_busy_seconds": t.draft_busy_seconds,
+        "overlap_efficiency": statistics.mean(m.overlap_efficiency for m in runs),
+        "cost_ratio": statistics.mean(m.cost_ratio for m in runs),
+        "hrad_overhead": rates["hrad_overhead"] if t.hrad_seconds else None,
+        "accept_lengths": t.accept_lengths,
+    }
+    return {key: figures[key] if key in figures else rates[key] for key in SUMMARY_KEYS}

@@ -23,11 +23,14 @@ import torch
 import transformers
 from tqdm import tqdm
 
-from specbranch.bench.methods import MethodSpec, RunRecord, make_runner
+from specbranch.bench.methods import EngineRunner, HFAssistedRunner, MethodSpec, RunRecord, make_runner
 from specbranch.config import GenerationConfig, SamplingParams
 from specbranch.datasets import BenchPrompt
 from specbranch.engine import encode_prompt
+from specbranch.metrics import GenerationMetrics, summarize_runs
 from specbranch.models import ModelPair
+
+Runner = EngineRunner | HFAssistedRunner  # what `make_runner` returns
 
 
 @dataclass
@@ -91,7 +94,7 @@ def top2_gap(pair: ModelPair, prefix: list[int]) -> float:
     return float(top[0] - top[1])
 
 
-def _run_one(runner, prompt_ids: list[int], config: GenerationConfig) -> RunRecord:
+def _run_one(runner: Runner, prompt_ids: list[int], config: GenerationConfig) -> RunRecord:
     torch.set_num_threads(runner.threads)
     return runner.run(prompt_ids, config)
 
@@ -100,34 +103,14 @@ def run_bench(pair: ModelPair, bench: BenchConfig, progress: bool = True) -> dic
     """Run the benchmark; returns the results dict that `report.write_outputs` writes."""
     machine = machine_info()  # at the start: the code that runs, not what is checked out at the end
     default_threads = torch.get_num_threads()
-    runners = {}
+    runners: dict[str, Runner] = {}
     try:
-        for spec in bench.methods:
+        for spec in bench.methods:  # into `runners` one by one, so a failure closes those made
             torch.set_num_threads(default_threads)
             runners[spec.name] = make_runner(pair, spec)
-        warmup_ids = encode_prompt(pair, bench.prompts[0].text, bench.chat)[:16]
-        warmup = GenerationConfig(4, bench.sampling, ignore_eos=True)
-        for spec in bench.methods:
-            _run_one(runners[spec.name], warmup_ids, warmup)
+        _warm_up(pair, bench, runners)
         baseline = next((s.name for s in bench.methods if s.method == "ar"), None)
-        records = []
-        total = len(bench.prompts) * bench.repeats * len(bench.methods)
-        bar = tqdm(total=total, desc="bench", unit="run", disable=not progress)
-        for index, prompt in enumerate(bench.prompts):
-            prompt_ids = encode_prompt(pair, prompt.text, bench.chat)
-            shift = index % len(bench.methods)
-            order = bench.methods[shift:] + bench.methods[:shift]
-            runs: dict[str, list[RunRecord]] = {s.name: [] for s in bench.methods}
-            for repeat in range(bench.repeats):
-                run_config = GenerationConfig(
-                    bench.max_new_tokens, bench.sampling, bench.seed + repeat, ignore_eos=bench.ignore_eos
-                )
-                for spec in order:
-                    bar.set_postfix_str(f"{prompt.dataset}/{prompt.question_id} {spec.name}")
-                    runs[spec.name].append(_run_one(runners[spec.name], prompt_ids, run_config))
-                    bar.update()
-            records.extend(_prompt_records(pair, bench, prompt, prompt_ids, runs, baseline))
-        bar.close()
+        records = _run_prompts(pair, bench, runners, baseline, progress)
         memory = {
             name: peak_rss_mb() + (peak_rss_mb(r.worker_pid()) if r.worker_pid() else 0.0)
             for name, r in runners.items()
@@ -136,29 +119,68 @@ def run_bench(pair: ModelPair, bench: BenchConfig, progress: bool = True) -> dic
         torch.set_num_threads(default_threads)
         for runner in runners.values():
             runner.close()
+    datasets = sorted({p.dataset for p in bench.prompts})
     return {
-        "config": {
-            "methods": [{"name": s.name, "method": s.method, "options": s.options,
-                         "speculative": asdict(s.spec), "threads": s.threads} for s in bench.methods],
-            "datasets": sorted({p.dataset for p in bench.prompts}),
-            "num_prompts": len(bench.prompts),
-            "max_new_tokens": bench.max_new_tokens,
-            "sampling": asdict(bench.sampling),
-            "repeats": bench.repeats,
-            "chat": bench.chat,
-            "seed": bench.seed,
-            "ignore_eos": bench.ignore_eos,
-            "baseline": baseline,
-            "model_pair": pair.name,
-            "target_dtype": str(pair.target.dtype).removeprefix("torch."),
-        },
+        "config": _config_dict(pair, bench, baseline),
         "machine": machine,
         "summary": summarize(records, bench.methods, memory),
         "per_dataset": {
             dataset: summarize([r for r in records if r["dataset"] == dataset], bench.methods, memory)
-            for dataset in sorted({p.dataset for p in bench.prompts})
+            for dataset in datasets
         },
         "records": records,
+    }
+
+
+def _warm_up(pair: ModelPair, bench: BenchConfig, runners: dict[str, Runner]) -> None:
+    """One short untimed generation per method."""
+    warmup_ids = encode_prompt(pair, bench.prompts[0].text, bench.chat)[:16]
+    warmup = GenerationConfig(4, bench.sampling, ignore_eos=True)
+    for spec in bench.methods:
+        _run_one(runners[spec.name], warmup_ids, warmup)
+
+
+def _run_prompts(
+    pair: ModelPair, bench: BenchConfig, runners: dict[str, Runner], baseline: str | None, progress: bool
+) -> list[dict]:
+    """Every prompt x repeat x method, the method order rotated per prompt; the prompt records."""
+    records = []
+    bar = tqdm(total=len(bench.prompts) * bench.repeats * len(bench.methods), desc="bench", unit="run",
+               disable=not progress)
+    for index, prompt in enumerate(bench.prompts):
+        prompt_ids = encode_prompt(pair, prompt.text, bench.chat)
+        shift = index % len(bench.methods)
+        order = bench.methods[shift:] + bench.methods[:shift]
+        runs: dict[str, list[RunRecord]] = {s.name: [] for s in bench.methods}
+        for repeat in range(bench.repeats):
+            run_config = GenerationConfig(
+                bench.max_new_tokens, bench.sampling, bench.seed + repeat, ignore_eos=bench.ignore_eos
+            )
+            for spec in order:
+                bar.set_postfix_str(f"{prompt.dataset}/{prompt.question_id} {spec.name}")
+                runs[spec.name].append(_run_one(runners[spec.name], prompt_ids, run_config))
+                bar.update()
+        records.extend(_prompt_records(pair, bench, prompt, prompt_ids, runs, baseline))
+    bar.close()
+    return records
+
+
+def _config_dict(pair: ModelPair, bench: BenchConfig, baseline: str | None) -> dict:
+    """The `config` section of results.json: what was run, on which pair."""
+    return {
+        "methods": [{"name": s.name, "method": s.method, "options": s.options,
+                     "speculative": asdict(s.spec), "threads": s.threads} for s in bench.methods],
+        "datasets": sorted({p.dataset for p in bench.prompts}),
+        "num_prompts": len(bench.prompts),
+        "max_new_tokens": bench.max_new_tokens,
+        "sampling": asdict(bench.sampling),
+        "repeats": bench.repeats,
+        "chat": bench.chat,
+        "seed": bench.seed,
+        "ignore_eos": bench.ignore_eos,
+        "baseline": baseline,
+        "model_pair": pair.name,
+        "target_dtype": str(pair.target.dtype).removeprefix("torch."),
     }
 
 
@@ -208,36 +230,6 @@ def _prompt_records(
     return out
 
 
-def _ratio(num: float, den: float) -> float | None:
-    return num / den if den else None
-
-
-def _speculative_figures(metrics: list[dict]) -> dict:
-    """Rates over all runs of a method, from summed counters (None for methods without metrics)."""
-    if not metrics:
-        keys = ("mean_accepted_length", "acceptance_rate", "rollback_rate", "draft_waste", "branch_hit_rate",
-                "target_busy_seconds", "draft_busy_seconds", "overlap_efficiency", "cost_ratio",
-                "hrad_overhead")
-        return dict.fromkeys(keys) | {"accept_lengths": []}
-    t = {key: sum(m[key] for m in metrics) for key in (
-        "new_tokens", "target_forwards", "accepted_tokens", "verified_tokens", "drafted_tokens",
-        "drafted_tokens_total", "branch_hits", "branch_rounds", "target_busy_seconds", "draft_busy_seconds",
-        "hrad_seconds", "wall_seconds")}
-    return {
-        "mean_accepted_length": _ratio(t["new_tokens"], t["target_forwards"]),
-        "acceptance_rate": _ratio(t["accepted_tokens"], t["verified_tokens"]),
-        "rollback_rate": _ratio(t["drafted_tokens"] - t["accepted_tokens"], t["drafted_tokens"]),
-        "draft_waste": _ratio(t["drafted_tokens_total"] - t["accepted_tokens"], t["drafted_tokens_total"]),
-        "branch_hit_rate": _ratio(t["branch_hits"], t["branch_rounds"]),
-        "target_busy_seconds": t["target_busy_seconds"],
-        "draft_busy_seconds": t["draft_busy_seconds"],
-        "overlap_efficiency": statistics.mean(m["overlap_efficiency"] for m in metrics),
-        "cost_ratio": statistics.mean(m["cost_ratio"] for m in metrics),
-        "hrad_overhead": _ratio(t["hrad_seconds"], t["wall_seconds"]) if t["hrad_seconds"] else None,
-        "accept_lengths": [n for m in metrics for n in m["accept_lengths"]],
-    }
-
-
 def summarize(records: list[dict], methods: list[MethodSpec], memory: dict[str, float]) -> dict:
     """Per-method figures over the given prompt records."""
     summary = {}
@@ -257,5 +249,6 @@ def summarize(records: list[dict], methods: list[MethodSpec], memory: dict[str, 
             "speedup_max": max(speedups) if speedups else None,
             "peak_rss_mb": memory.get(spec.name),
             "greedy_equal_to_ar": f"{sum(equal)}/{len(equal)}" if equal else None,
-        } | _speculative_figures([run["metrics"] for r in rows for run in r["runs"] if run["metrics"]])
+        } | summarize_runs([GenerationMetrics.from_dict(run["metrics"]) for r in rows for run in r["runs"]
+                            if run["metrics"]])
     return summary

@@ -3,14 +3,15 @@
 SpecBranch's target side (`specbranch.decoders.parallel`) asks its keeper once per branch hit,
 right after verification, on the freshest target features z (`specbranch.hrad.features`):
 
-- `PredictorKeeper` (decoding): the predictor's class (if it proved reliable on validation
-  samples of the same decoding mode, greedy or sampled) decides how much of the branch
-  becomes the next pending block U, and so where the next branch point is:
-    0 -> keep nothing (branch right after the root: hedge the rejection it expects);
-    1 -> keep tokens while the draft's confidence stays >= epsilon (the implicit signal);
-    2 -> keep the whole branch.
+- `PredictorKeeper` (decoding): the predictor's class (`HradClass`; acted on if it proved
+  reliable on validation samples of the same decoding mode, greedy or sampled) decides how much
+  of the branch becomes the next pending block U, and so where the next branch point is:
+    BRANCH_NOW -> keep nothing (branch right after the root: hedge the rejection it expects);
+    KEEP_CONFIDENT -> keep tokens while the draft's confidence stays >= epsilon (the implicit signal);
+    KEEP_ALL -> keep the whole branch.
 - `LabelRecorder` (data collection): keeps the whole branch and labels z with what the next
-  round's verification of it did: 0 = nothing accepted, 2 = all accepted, 1 = in between.
+  round's verification of it did (`HradClass.of_verdict`): BRANCH_NOW = nothing accepted,
+  KEEP_ALL = all accepted, KEEP_CONFIDENT = in between.
 
 Only proposals change (how many drafted tokens are put up for verification); verification
 itself is untouched, so the output distribution is exactly the target's.
@@ -21,11 +22,11 @@ from __future__ import annotations
 import torch
 
 from specbranch.config import SamplingParams
+from specbranch.hrad.classes import HradClass
 from specbranch.hrad.features import capture
 from specbranch.hrad.predictor import Predictor, PredictorMeta
 from specbranch.runner import CachedModel
 
-BRANCH_NOW, KEEP_CONFIDENT, KEEP_ALL = range(3)
 ALL_BRANCHES = 1 << 16  # more branches than any branch point has
 
 
@@ -40,11 +41,11 @@ def keep_confident(confidences: list[float], epsilon: float) -> int:
 def trusted_classes(confusion: list[list[int]], min_precision: float = 0.5) -> list[bool]:
     """Which predicted classes were right at least `min_precision` of the time on validation.
 
-    confusion[t][p] counts validation samples of true class t predicted as p. A class never
-    predicted there, or no confusion at all, is trusted.
+    confusion[t][p] counts validation samples of true class t predicted as p (indices: `HradClass`).
+    A class never predicted there, or no confusion at all, is trusted.
     """
     if not confusion:
-        return [True] * 3
+        return [True] * len(HradClass)
     trusted = []
     for c in range(len(confusion)):
         predicted = sum(row[c] for row in confusion)
@@ -56,18 +57,18 @@ def trusted_for_mode(meta: PredictorMeta, greedy: bool) -> list[bool]:
     """`trusted_classes` on the validation samples of the decoding mode (greedy or sampled).
 
     A predictor whose validation split has no sample of that mode proved nothing there: only
-    class 1, the draft-confidence cut, is acted on. One trained before per-mode scores were
+    KEEP_CONFIDENT, the draft-confidence cut, is acted on. One trained before per-mode scores were
     kept is judged on its whole validation split. In a mode not in `meta.modes` nothing is
     trusted: H-RAD is off there.
     """
     mode = "greedy" if greedy else "sampled"
     if mode not in meta.modes:
-        return [False] * 3
+        return [False] * len(HradClass)
     if not meta.val_confusion_by_mode:
         return trusted_classes(meta.val_confusion)
     confusion = meta.val_confusion_by_mode.get(mode)
     if confusion is None:
-        return [c == KEEP_CONFIDENT for c in range(3)]
+        return [c == HradClass.KEEP_CONFIDENT for c in HradClass]
     return trusted_classes(confusion)
 
 
@@ -76,21 +77,25 @@ class PredictorKeeper:
 
     Hybrid of the explicit and the implicit signal: a predicted class that was wrong more often
     than right on the validation samples of the current decoding mode (`trusted_for_mode`) is
-    not acted on; the keeper falls back to class 1, the draft-confidence cut.
+    not acted on; the keeper falls back to KEEP_CONFIDENT, the draft-confidence cut.
+
+    trusted[c]: whether class c is acted on in the current request's decoding mode; valid from
+    `start`, which the decoder calls at the beginning of every request, before any `keep`.
     """
+
+    trusted: list[bool]
 
     def __init__(self, predictor: Predictor) -> None:
         self.predictor = predictor
         self.capture_layers = predictor.meta.layers
-        self.trusted = trusted_classes(predictor.meta.val_confusion)
 
     def start(self, sampling: SamplingParams) -> int:
-        """A new request; 1 if the keeper may keep more than the confident prefix (class 2
-        trusted in this mode): the draft then drafts its first branch whole. Class 2 on a hit
+        """A new request; 1 if the keeper may keep more than the confident prefix (KEEP_ALL
+        trusted in this mode): the draft then drafts its first branch whole. KEEP_ALL on a hit
         of another branch keeps what that branch holds, its confident prefix."""
         self.trusted = trusted_for_mode(self.predictor.meta, sampling.greedy)
         self.capture_layers = self.predictor.meta.layers if any(self.trusted) else 0  # off: no features
-        return int(self.trusted[KEEP_ALL])
+        return int(self.trusted[HradClass.KEEP_ALL])
 
     def keep(
         self, target: CachedModel, root: int, confidences: list[float], epsilon: float
@@ -101,10 +106,10 @@ class PredictorKeeper:
             return keep_confident(confidences, epsilon), -1
         label = self.predictor.predict(capture(target, root))
         if not self.trusted[label]:
-            label = KEEP_CONFIDENT
-        if label == BRANCH_NOW:
+            label = HradClass.KEEP_CONFIDENT
+        if label == HradClass.BRANCH_NOW:
             return 0, label
-        if label == KEEP_CONFIDENT:
+        if label == HradClass.KEEP_CONFIDENT:
             return keep_confident(confidences, epsilon), label
         return len(confidences), label
 
@@ -134,9 +139,8 @@ class LabelRecorder:
     def observe(self, verified: int, accepted: int) -> None:
         if self.waiting is None or verified == 0:
             return
-        label = BRANCH_NOW if accepted == 0 else KEEP_ALL if accepted == verified else KEEP_CONFIDENT
         self.features.append(self.waiting)
-        self.labels.append(label)
+        self.labels.append(int(HradClass.of_verdict(verified, accepted)))
         self.waiting = None
 
     def take(self) -> tuple[torch.Tensor, list[int]]:

@@ -1,9 +1,9 @@
 """The H-RAD predictor: a 3-class MLP on target features, saved with what it was trained for.
 
-Classes (what the *next* round will do with the surviving branch, ALGORITHM.md "H-RAD"):
-0 = its draft will be fully rejected (keep nothing, branch right away), 1 = partially
-accepted (keep tokens while the draft's confidence stays >= epsilon), 2 = fully accepted
-(keep the whole branch).
+Classes (`HradClass`: what the *next* round will do with the surviving branch, ALGORITHM.md
+"H-RAD"): BRANCH_NOW = its draft will be fully rejected (keep nothing, branch right away),
+KEEP_CONFIDENT = partially accepted (keep tokens while the draft's confidence stays >= epsilon),
+KEEP_ALL = fully accepted (keep the whole branch).
 
 A predictor file (`torch.save` of plain tensors and a metadata dict; loaded with
 weights_only=True) carries the model pair it was trained on, K, the MLP's sizes, the class
@@ -20,13 +20,10 @@ import torch
 from torch import nn
 
 from specbranch.errors import SpecBranchError
+from specbranch.hrad.classes import HradClass
 from specbranch.models import ModelPair
 
-CLASSES = (
-    "fully rejected: branch now, keep nothing",
-    "partial: keep while confident",
-    "fully accepted: keep all",
-)
+CLASSES = tuple(c.description for c in HradClass)  # the class meanings a predictor file records
 FORMAT = "specbranch-hrad-1"
 MODES = ("greedy", "sampled")  # decoding modes: temperature 0, temperature > 0
 
@@ -55,7 +52,9 @@ class PredictorMeta:
     """What a predictor was trained for and on.
 
     pair: the pair's name (informative); identity: `pair_identity` of the pair; layers: K;
-    feature_dim: width of z; hidden: the MLP's two hidden widths; train_samples / val_samples: split sizes;
+    feature_dim: width of z; hidden: the MLP's two hidden widths; dropout: its dropout rate;
+    classes: the meaning of each output (`HradClass` descriptions, in class order);
+    train_samples / val_samples: split sizes;
     val_accuracy / val_confusion: scores on the validation split (rows: true class);
     val_confusion_by_mode: the confusion of the validation samples collected greedily
     ("greedy") and at temperature > 0 ("sampled"), for the modes the data holds.
@@ -81,7 +80,7 @@ class PredictorMeta:
     val_confusion_by_mode: dict[str, list[list[int]]] = field(default_factory=dict)
     data: list[str] = field(default_factory=list)
     modes: tuple[str, ...] = MODES
-    class_priors: list[float] = field(default_factory=lambda: [1 / len(CLASSES)] * len(CLASSES))
+    class_priors: list[float] = field(default_factory=lambda: [1 / len(HradClass)] * len(HradClass))
 
 
 class HRadMLP(nn.Module):
@@ -98,7 +97,7 @@ class HRadMLP(nn.Module):
             nn.Linear(hidden[0], hidden[1]),
             nn.ReLU(),
             nn.Dropout(dropout),
-            nn.Linear(hidden[1], len(CLASSES)),
+            nn.Linear(hidden[1], len(HradClass)),
         )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -114,13 +113,13 @@ class Predictor:
         self.log_prior = torch.tensor(meta.class_priors).clamp_min(1e-6).log()  # [3]
 
     @torch.inference_mode()
-    def predict(self, z: torch.Tensor) -> int:
-        """The class (0, 1, 2) for one feature vector z: [feature_dim]."""
-        return int((self.mlp(z.float()) + self.log_prior).argmax())
+    def predict(self, z: torch.Tensor) -> HradClass:
+        """The class for one feature vector z: [feature_dim]."""
+        return HradClass(int((self.mlp(z.float()) + self.log_prior).argmax()))
 
     @torch.inference_mode()
     def predict_batch(self, z: torch.Tensor) -> torch.Tensor:
-        """Classes for many feature vectors: [n, feature_dim] -> [n]."""
+        """Classes (`HradClass` values) for many feature vectors: [n, feature_dim] -> [n]."""
         return (self.mlp(z.float()) + self.log_prior).argmax(-1)
 
     def save(self, path: str | Path) -> None:

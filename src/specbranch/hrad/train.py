@@ -17,7 +17,8 @@ import torch
 from torch import nn
 
 from specbranch.errors import SpecBranchError
-from specbranch.hrad.predictor import CLASSES, MODES, HRadMLP, Predictor, PredictorMeta
+from specbranch.hrad.classes import HradClass
+from specbranch.hrad.predictor import MODES, HRadMLP, Predictor, PredictorMeta
 
 
 @dataclass(frozen=True)
@@ -44,9 +45,9 @@ class TrainConfig:
             raise SpecBranchError("epochs, batch size and hidden widths must be >= 1")
 
 
-def confusion_matrix(true: torch.Tensor, pred: torch.Tensor, classes: int = len(CLASSES)) -> list[list[int]]:
-    """counts[t][p] of samples of true class t predicted as p."""
-    counts = torch.zeros(classes, classes, dtype=torch.long)
+def confusion_matrix(true: torch.Tensor, pred: torch.Tensor) -> list[list[int]]:
+    """counts[t][p] of samples of true class t predicted as p (t, p: `HradClass`)."""
+    counts = torch.zeros(len(HradClass), len(HradClass), dtype=torch.long)
     counts.index_put_((true.long(), pred.long()), torch.ones_like(true, dtype=torch.long), accumulate=True)
     return counts.tolist()
 
@@ -62,7 +63,7 @@ def split(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Stratified (train indices, validation indices): each class split in the same proportion."""
     train, val = [], []
-    for c in range(len(CLASSES)):
+    for c in HradClass:
         idx = (labels == c).nonzero().flatten()
         idx = idx[torch.randperm(len(idx), generator=generator)]
         n_val = round(len(idx) * val_fraction) if len(idx) > 1 else 0
@@ -79,7 +80,7 @@ def train_predictor(
     data: list[str] = (),
     sampled: torch.Tensor | None = None,
 ) -> Predictor:
-    """Train on features [N, D] with labels [N] in {0, 1, 2}; header: the data file's header;
+    """Train on features [N, D] with labels [N] (`HradClass` values); header: the data file's header;
     sampled [N]: which samples were collected at temperature > 0 (None: all greedy)."""
     if features.ndim != 2 or len(features) != len(labels):
         raise SpecBranchError("features must be [N, D] with one label each")
@@ -89,32 +90,12 @@ def train_predictor(
     torch.manual_seed(config.seed)
     train_idx, val_idx = split(labels, config.val_fraction, generator)
     x, y = features[train_idx].float(), labels[train_idx].long()
+    x_val, y_val = features[val_idx].float(), labels[val_idx].long()
+    counts = torch.bincount(y, minlength=len(HradClass)).float()  # [classes] training samples per class
     mlp = HRadMLP(features.shape[1], config.hidden, config.dropout)
     mlp.mean.copy_(x.mean(0))
     mlp.std.copy_(x.std(0).clamp_min(1e-4))
-    counts = torch.bincount(y, minlength=len(CLASSES)).float()
-    weights = torch.where(counts > 0, counts.sum() / (len(CLASSES) * counts.clamp_min(1)), 0.0)
-    loss_fn = nn.CrossEntropyLoss(weight=weights)
-    optimizer = torch.optim.AdamW(mlp.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    x_val, y_val = features[val_idx].float(), labels[val_idx].long()
-    best: tuple[float, dict] | None = None
-    for _ in range(config.epochs):
-        mlp.train()
-        order = torch.randperm(len(y), generator=generator)
-        for start in range(0, len(y), config.batch_size):
-            batch = order[start : start + config.batch_size]
-            optimizer.zero_grad()
-            loss_fn(mlp(x[batch]), y[batch]).backward()
-            optimizer.step()
-        mlp.eval()
-        with torch.no_grad():
-            pred = mlp(x_val if len(y_val) else x).argmax(-1)
-        score = balanced_accuracy(confusion_matrix(y_val if len(y_val) else y, pred))
-        if best is None or score > best[0]:
-            best = (score, {k: v.clone() for k, v in mlp.state_dict().items()})
-    assert best is not None
-    mlp.load_state_dict(best[1])
-    priors = (counts / counts.sum()).tolist()
+    _fit(mlp, (x, y), (x_val, y_val), counts, config, generator)
     meta = PredictorMeta(
         pair=header["pair"],
         identity=header["identity"],
@@ -126,14 +107,55 @@ def train_predictor(
         val_samples=len(y_val),
         data=list(data),
         modes=tuple(config.modes),
-        class_priors=priors,
+        class_priors=(counts / counts.sum()).tolist(),
     )
     predictor = Predictor(mlp, meta)
+    hot = sampled[val_idx] if sampled is not None else torch.zeros(len(y_val), dtype=torch.bool)
+    _score(predictor, x_val, y_val, hot)
+    return predictor
+
+
+def _fit(
+    mlp: HRadMLP,
+    train: tuple[torch.Tensor, torch.Tensor],
+    val: tuple[torch.Tensor, torch.Tensor],
+    counts: torch.Tensor,
+    config: TrainConfig,
+    generator: torch.Generator,
+) -> None:
+    """Class-balanced AdamW on train (x [n, D], y [n]); leaves `mlp` with the weights of the epoch
+    whose plain argmax scored the best balanced accuracy on val (on train if val is empty)."""
+    x, y = train
+    weights = torch.where(counts > 0, counts.sum() / (len(HradClass) * counts.clamp_min(1)), 0.0)
+    loss_fn = nn.CrossEntropyLoss(weight=weights)
+    optimizer = torch.optim.AdamW(mlp.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    x_score, y_score = val if len(val[1]) else train
+    best: tuple[float, dict] | None = None
+    for _ in range(config.epochs):
+        mlp.train()
+        order = torch.randperm(len(y), generator=generator)
+        for start in range(0, len(y), config.batch_size):
+            batch = order[start : start + config.batch_size]
+            optimizer.zero_grad()
+            loss_fn(mlp(x[batch]), y[batch]).backward()
+            optimizer.step()
+        mlp.eval()
+        with torch.no_grad():
+            pred = mlp(x_score).argmax(-1)
+        score = balanced_accuracy(confusion_matrix(y_score, pred))
+        if best is None or score > best[0]:
+            best = (score, {k: v.clone() for k, v in mlp.state_dict().items()})
+    assert best is not None
+    mlp.load_state_dict(best[1])
+
+
+def _score(predictor: Predictor, x_val: torch.Tensor, y_val: torch.Tensor, hot: torch.Tensor) -> None:
+    """Fill the predictor's validation scores, of its decision rule (priors put back), overall and
+    per decoding mode present; hot [n]: the validation samples collected at temperature > 0."""
+    meta = predictor.meta
     pred = predictor.predict_batch(x_val) if len(y_val) else torch.zeros(0, dtype=torch.long)
     meta.val_confusion = confusion_matrix(y_val, pred)
-    hot = sampled[val_idx] if sampled is not None else torch.zeros(len(y_val), dtype=torch.bool)
     for mode, mask in (("greedy", ~hot), ("sampled", hot)):
         if mask.any():
             meta.val_confusion_by_mode[mode] = confusion_matrix(y_val[mask], pred[mask])
     meta.val_accuracy = float((pred == y_val).float().mean()) if len(y_val) else 0.0
-    return predictor

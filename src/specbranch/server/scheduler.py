@@ -57,6 +57,17 @@ class Job:
             self.loop.call_soon_threadsafe(self.events.put_nowait, item)
 
 
+# The rates of `GenerationMetrics` that /metrics reports (over all finished generations).
+SERVER_RATES = (
+    "mean_accepted_length",
+    "acceptance_rate",
+    "rollback_rate",
+    "draft_waste",
+    "branch_hit_rate",
+    "tokens_per_second",
+)
+
+
 @dataclass
 class ServerStats:
     """Counters since start-up; `totals` sums the metrics of every finished generation."""
@@ -71,6 +82,7 @@ class ServerStats:
     totals: GenerationMetrics = field(default_factory=GenerationMetrics)
 
     def to_dict(self) -> dict:
+        """The /metrics counters; the rates are `GenerationMetrics`' of the totals."""
         t = self.totals
         return {
             "requests": self.requests,
@@ -82,12 +94,7 @@ class ServerStats:
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": t.new_tokens,
             "target_forwards": t.target_forwards,
-            "mean_accepted_length": t.mean_accepted_length,
-            "acceptance_rate": t.acceptance_rate,
-            "rollback_rate": t.rollback_rate,
-            "draft_waste": t.draft_waste,
-            "branch_hit_rate": t.branch_hit_rate,
-            "tokens_per_second": t.tokens_per_second,
+            **{name: t.rate(name) for name in SERVER_RATES},
             "decode_seconds": t.wall_seconds,
         }
 
