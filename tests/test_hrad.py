@@ -25,16 +25,15 @@ from stats import chi_square_pvalue
 from specbranch.bench.methods import parse_method
 from specbranch.cli import main
 from specbranch.config import GenerationConfig, ParallelConfig, SamplingParams, SpeculativeConfig
-from specbranch.decoders import build_parallel
 from specbranch.decoders.drafter import BranchDrafter, Decision, DraftRequest
 from specbranch.engine import Engine
 from specbranch.errors import SpecBranchError
-from specbranch.hrad import PredictorKeeper, resolve_keeper
 from specbranch.hrad.classes import HradClass
 from specbranch.hrad.data import DataWriter, read_data
 from specbranch.hrad.features import feature_dim
 from specbranch.hrad.keeper import (
     LabelRecorder,
+    PredictorKeeper,
     keep_confident,
     trusted_classes,
     trusted_for_mode,
@@ -42,6 +41,8 @@ from specbranch.hrad.keeper import (
 from specbranch.hrad.predictor import HRadMLP, Predictor, PredictorMeta, pair_identity
 from specbranch.hrad.train import TrainConfig, confusion_matrix, train_predictor
 from specbranch.runner import CachedModel
+from specbranch.runtime import build_parallel
+from specbranch.runtime.assembly import resolve_keeper
 
 TARGET = tiny_model(seed=1)
 PAIR = make_pair(TARGET, perturbed(TARGET, 0.02, seed=2))

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from specbranch.models.builtin import installed_models
 from specbranch.config import GenerationConfig, SpeculativeConfig
 from specbranch.engine import Engine
+from specbranch.models.builtin import installed_models
 
 pytestmark = pytest.mark.slow
 DATA = Path(__file__).resolve().parent.parent / "src" / "specbranch" / "data" / "humaneval.jsonl"

@@ -13,10 +13,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from specbranch.config import GenerationConfig, SpeculativeConfig
-from specbranch.decoders import Decoder, build_decoder
+from specbranch.decoders import Decoder
 from specbranch.errors import SpecBranchError
 from specbranch.metrics import GenerationMetrics
 from specbranch.models import ModelPair
+from specbranch.runtime import build_decoder
 
 Prompt = str | Sequence[int] | Sequence[dict]
 

@@ -1,6 +1,6 @@
 """Benchmark method specs (`specbranch:k_max=1`) and the runners that time one generation.
 
-A spec is `METHOD[:NAME=VALUE,...]`; METHOD is one of `specbranch.decoders.METHODS` or
+A spec is `METHOD[:NAME=VALUE,...]`; METHOD is one of `specbranch.runtime.METHODS` or
 `hf-assisted` (transformers' `generate(assistant_model=...)` on the same models, its default
 assisted-generation schedule). Option names are the engine options (`ParallelConfig` fields),
 `gamma`, `draft_sampling` and `draft_policy` (`SpeculativeConfig`), and `threads` (torch
@@ -16,14 +16,16 @@ from dataclasses import dataclass, field, fields
 
 import torch
 
-from specbranch.config import GenerationConfig, SpeculativeConfig
-from specbranch.decoders import METHODS, PARALLEL_OPTIONS
+from specbranch.config import GenerationConfig, ParallelConfig, SpeculativeConfig
 from specbranch.engine import Engine
 from specbranch.errors import SpecBranchError
 from specbranch.models import ModelPair
+from specbranch.runtime import METHODS, REGISTRY
+from specbranch.specs import split_spec
 
 BENCH_METHODS = (*METHODS, "hf-assisted")
 SPEC_FIELDS = tuple(f.name for f in fields(SpeculativeConfig))
+KNOWN = {*SPEC_FIELDS, *(f.name for f in fields(ParallelConfig)), "threads"}  # what a variant may set
 
 
 def _value(text: str) -> object:
@@ -48,26 +50,22 @@ class MethodSpec:
 
 def parse_method(text: str, defaults: SpeculativeConfig | None = None) -> MethodSpec:
     """Parse `METHOD[:k=v,...]`, with clear errors for unknown methods and options."""
-    method, _, rest = text.partition(":")
+    method, items = split_spec(text, "method")
     if method not in BENCH_METHODS:
         choices = ", ".join(BENCH_METHODS)
         raise SpecBranchError(f"unknown method {method!r} in {text!r}; choose from {choices}")
     options: dict = {}
-    known = {*SPEC_FIELDS, *PARALLEL_OPTIONS, "threads"}
-    for item in filter(None, rest.split(",")):
-        key, eq, value = item.partition("=")
-        if not eq:
-            raise SpecBranchError(f"method option {item!r} in {text!r} must look like name=value")
-        key = key.strip().replace("-", "_")
-        if key not in known and "draft_policy" in options:  # an option of the draft policy
-            options["draft_policy"] += ("," if ":" in options["draft_policy"] else ":") + item.strip()
+    for raw_key, value in items:
+        key = raw_key.replace("-", "_")
+        if key not in KNOWN and "draft_policy" in options:  # an option of the draft policy
+            options["draft_policy"] += ("," if ":" in options["draft_policy"] else ":") + f"{raw_key}={value}"
             continue
-        options[key] = value.strip() if key == "draft_policy" else _value(value.strip())
+        options[key] = value if key == "draft_policy" else _value(value)
     spec_overrides = {k: options.pop(k) for k in list(options) if k in SPEC_FIELDS}
     base = defaults or SpeculativeConfig()
     spec = SpeculativeConfig(**{**{f: getattr(base, f) for f in SPEC_FIELDS}, **spec_overrides})
     threads = options.pop("threads", None)
-    allowed = PARALLEL_OPTIONS if method in ("pearl", "specbranch") else ()
+    allowed = REGISTRY[method].options if method in REGISTRY else ()
     unknown = sorted(set(options) - set(allowed))
     if unknown:
         raise SpecBranchError(f"method {method!r} takes no option(s) {', '.join(unknown)} (in {text!r})")

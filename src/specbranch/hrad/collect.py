@@ -16,7 +16,6 @@ from tqdm import tqdm
 
 from specbranch.config import GenerationConfig, ParallelConfig, SamplingParams, SpeculativeConfig
 from specbranch.datasets import BenchPrompt
-from specbranch.decoders import build_parallel
 from specbranch.engine import Engine, encode_prompt
 from specbranch.errors import SpecBranchError
 from specbranch.hrad.data import DataWriter
@@ -24,6 +23,7 @@ from specbranch.hrad.features import DEFAULT_LAYERS, feature_dim
 from specbranch.hrad.keeper import LabelRecorder
 from specbranch.hrad.predictor import pair_identity
 from specbranch.models import ModelPair
+from specbranch.runtime import build_parallel
 
 
 @dataclass(frozen=True)

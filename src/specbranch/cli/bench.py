@@ -1,0 +1,77 @@
+"""`specbranch bench`: methods side by side on the same prompts and models."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from specbranch.cli.options import (
+    add_config_options,
+    add_model_options,
+    add_prompt_options,
+    add_sampling_options,
+    config_from_args,
+    load_from_args,
+    load_prompts,
+    sampling_from_args,
+)
+from specbranch.config import SpeculativeConfig
+from specbranch.errors import SpecBranchError
+from specbranch.runtime import METHODS
+
+DEFAULT_METHODS = ("ar", "sd", "pearl", "specbranch")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    bench = sub.add_parser(
+        "bench",
+        help="benchmark methods side by side on the same prompts and models",
+        description="Run every method on the same prompts (methods interleaved per prompt, one warm-up "
+        "each), compare speed with AR from the same run, check greedy equality with AR, and write "
+        "results.json, Spec-Bench answers, report.md and plots to --out.",
+    )
+    bench.add_argument(
+        "--methods",
+        nargs="+",
+        default=list(DEFAULT_METHODS),
+        metavar="SPEC",
+        help=f"methods to compare: {', '.join(METHODS)}, hf-assisted, or a variant with option "
+        "overrides such as specbranch:k_max=1,epsilon=0.3, ar:threads=1 or "
+        f"sd:draft_policy=svip,threshold=0.5 (default: {' '.join(DEFAULT_METHODS)})",
+    )
+    add_prompt_options(bench, "humaneval", 10, "")
+    bench.add_argument("--repeats", type=int, default=1, help="timed runs per prompt and method (default 1)")
+    bench.add_argument(
+        "--ignore-eos", action="store_true", help="always generate --max-new-tokens tokens (fixed length)"
+    )
+    bench.add_argument("--out", default="bench-results", help="output folder (default bench-results)")
+    bench.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_model_options(bench)
+    add_sampling_options(bench)
+    group = bench.add_argument_group("method defaults (override per method in --methods)")
+    add_config_options(group, SpeculativeConfig)
+    bench.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from specbranch.bench.methods import parse_method
+    from specbranch.bench.report import table, write_outputs
+    from specbranch.bench.run import BenchConfig, run_bench
+
+    if args.repeats < 1 or args.max_new_tokens < 1:
+        raise SpecBranchError("--repeats and --max-new-tokens must be >= 1")
+    defaults = config_from_args(SpeculativeConfig, args)
+    methods = [parse_method(m, defaults) for m in args.methods]
+    if len({m.name for m in methods}) != len(methods):
+        raise SpecBranchError("--methods lists the same method twice")
+    prompts = load_prompts(args)
+    pair = load_from_args(args)  # a draft is loaded whenever the pair has one
+    bench = BenchConfig(
+        methods, prompts, args.max_new_tokens, sampling_from_args(args), args.repeats, args.chat, args.seed,
+        args.ignore_eos,
+    )
+    results = run_bench(pair, bench, progress=not args.no_progress)
+    files = write_outputs(results, args.out)
+    print(table(results["summary"]))
+    print(f"wrote {', '.join(files)} to {args.out}", file=sys.stderr)
+    return 0

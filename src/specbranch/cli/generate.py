@@ -1,0 +1,92 @@
+"""`specbranch generate`: one prompt, printed whole, streamed or as JSON, with the run's figures."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from specbranch.cli.options import (
+    add_method_options,
+    add_model_options,
+    add_sampling_options,
+    config_from_args,
+    load_from_args,
+    method_options,
+    sampling_from_args,
+)
+from specbranch.config import GenerationConfig, SpeculativeConfig
+from specbranch.errors import SpecBranchError
+from specbranch.metrics import GenerationMetrics
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    gen = sub.add_parser(
+        "generate",
+        help="generate text from a prompt",
+        description="Generate a continuation of PROMPT. Output is exactly what the target alone would "
+        "produce (greedy) or has exactly its distribution (sampling); the method changes speed only.",
+    )
+    gen.add_argument("prompt", help="the prompt text")
+    gen.add_argument("--stop", action="append", help="stop string (repeatable); the output ends before it")
+    gen.add_argument("--stream", action="store_true", help="print tokens as they are committed")
+    gen.add_argument(
+        "--json", action="store_true", help='print one JSON object {"text", "token_ids", "metrics"}'
+    )
+    add_model_options(gen)
+    add_sampling_options(gen)
+    add_method_options(gen)
+    gen.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from specbranch.engine import Engine
+
+    sampling = sampling_from_args(args)
+    config = GenerationConfig(args.max_new_tokens, sampling, args.seed, tuple(args.stop or ()))
+    spec = config_from_args(SpeculativeConfig, args)
+    options = method_options(args)
+    if args.draft_policy and args.method == "ar":
+        raise SpecBranchError("--draft-policy applies to the speculative methods, not ar")
+    pair = load_from_args(args, draft_needed=args.method != "ar")
+    with Engine(pair, args.method, spec, **options) as engine:
+        result = None
+        for chunk in engine.stream(args.prompt, config, chat=args.chat):
+            if args.stream and not args.json:
+                print(chunk.text, end="", flush=True)
+            result = chunk.result or result
+    if args.json:
+        print(
+            json.dumps(
+                {"text": result.text, "token_ids": result.token_ids, "metrics": result.metrics.to_dict()}
+            )
+        )
+        return 0
+    print(("\n" if args.stream else result.text + "\n"), end="")
+    print_figures(args.method, result.metrics, result.finish_reason)
+    return 0
+
+
+def print_figures(method: str, m: GenerationMetrics, finish_reason: str) -> None:
+    """The run's speed and speculative figures, on standard error."""
+    print(
+        f"[{method}] {m.new_tokens} tokens in {m.wall_seconds:.2f}s = {m.tokens_per_second:.2f} tok/s; "
+        f"mean accepted length {m.mean_accepted_length:.2f}; acceptance rate {m.acceptance_rate:.2f}; "
+        f"finish: {finish_reason}",
+        file=sys.stderr,
+    )
+    if m.cost_ratio:
+        print(
+            f"  cost ratio c = {m.cost_ratio:.2f} -> draft length {m.draft_length}; rollback rate "
+            f"{m.rollback_rate:.2f}; branch hit rate {m.branch_hit_rate:.2f}; overlap efficiency "
+            f"{m.overlap_efficiency:.2f}",
+            file=sys.stderr,
+        )
+    decisions = m.hrad_keep_none + m.hrad_keep_confident + m.hrad_keep_all
+    if decisions:
+        print(
+            f"  H-RAD: {decisions} decisions (keep none {m.hrad_keep_none}, while confident "
+            f"{m.hrad_keep_confident}, all {m.hrad_keep_all}); overhead {100 * m.hrad_overhead:.2f}% of "
+            "decode time",
+            file=sys.stderr,
+        )

@@ -1,0 +1,133 @@
+"""Builders: each method's decoder assembled on a model pair.
+
+Everything the algorithms leave to their caller happens here: KV caches (`CachedModel`), the
+thread split between the target side and the draft worker, the draft worker process (or the
+inline drafter), the cost probe (c = target verify time / draft step time, `specbranch.probe`)
+and the H-RAD keeper a `--hrad` spec names.
+"""
+
+from __future__ import annotations
+
+import os
+from importlib import resources
+from pathlib import Path
+
+import torch
+
+from specbranch.config import ParallelConfig, SpeculativeConfig
+from specbranch.decoders.ar import AutoregressiveDecoder
+from specbranch.decoders.drafter import BranchDrafter
+from specbranch.decoders.parallel import BranchKeeper, BranchPolicy, ParallelDecoder
+from specbranch.decoders.pearl import PearlPolicy
+from specbranch.decoders.sd import SpeculativeDecoder
+from specbranch.decoders.specbranch import SpecBranchPolicy
+from specbranch.hrad.keeper import PredictorKeeper
+from specbranch.hrad.predictor import Predictor
+from specbranch.models import ModelPair
+from specbranch.policies import build_policy
+from specbranch.probe import VERIFY_TOKENS, CostRatio, forward_seconds
+from specbranch.runner import CachedModel
+from specbranch.transport.inline import InlineLink
+from specbranch.transport.messages import DraftLink
+from specbranch.transport.process import WorkerLink, WorkerOptions
+
+
+def build_ar(
+    pair: ModelPair, spec: SpeculativeConfig, config: ParallelConfig, probe: bool
+) -> AutoregressiveDecoder:
+    """AR: the target alone."""
+    return AutoregressiveDecoder(CachedModel(pair.target, pair.vocab_size))
+
+
+def build_sd(
+    pair: ModelPair, spec: SpeculativeConfig, config: ParallelConfig, probe: bool
+) -> SpeculativeDecoder:
+    """SD: both models in this process; the draft-length policy's cap is c when it needs one."""
+    target = CachedModel(pair.target, pair.vocab_size)
+    draft = CachedModel(pair.draft, pair.vocab_size)
+    cap = spec.gamma
+    if probe:
+        cap = CostRatio(forward_seconds(target, VERIFY_TOKENS), forward_seconds(draft, 1)).draft_length
+    policy = build_policy(spec.draft_policy or "fixed", spec.gamma, cap)
+    return SpeculativeDecoder(target, draft, spec, pair.max_length, pair.eos_ids, policy)
+
+
+def build_pearl(
+    pair: ModelPair, spec: SpeculativeConfig, config: ParallelConfig, probe: bool
+) -> ParallelDecoder:
+    """PEARL: one branch, its block length adapting to acceptance."""
+    return build_parallel(pair, "pearl", spec, config, probe=probe)
+
+
+def build_specbranch(
+    pair: ModelPair, spec: SpeculativeConfig, config: ParallelConfig, probe: bool
+) -> ParallelDecoder:
+    """SpecBranch: branches at likely rejections, with the H-RAD keeper `config.hrad` names."""
+    return build_parallel(pair, "specbranch", spec, config, resolve_keeper(config.hrad, pair), probe)
+
+
+HRAD_OFF = (None, "none", "off")
+
+
+def shipped_predictor(pair_name: str) -> Path | None:
+    """The H-RAD predictor shipped for a built-in pair (`specbranch/data/hrad/NAME.pt`), if any."""
+    path = Path(str(resources.files("specbranch") / "data" / "hrad" / f"{pair_name}.pt"))
+    return path if path.is_file() else None
+
+
+def resolve_keeper(spec: str | None, pair: ModelPair) -> PredictorKeeper | None:
+    """The keeper for `--hrad SPEC`: a predictor file, "auto" (the shipped one for a built-in
+    pair, none otherwise) or "none"."""
+    if spec in HRAD_OFF:
+        return None
+    path = shipped_predictor(pair.name) if spec == "auto" else Path(spec)
+    if path is None:
+        return None
+    return PredictorKeeper(Predictor.load(path, pair))
+
+
+def _link(pair: ModelPair, config: ParallelConfig, target: CachedModel) -> DraftLink:
+    """The draft side: an inline drafter, or a worker process on its share of the threads."""
+    cores = os.cpu_count() or 2
+    draft_threads = config.draft_threads or max(1, cores // 2)
+    if config.inline:
+        if config.target_threads:
+            torch.set_num_threads(config.target_threads)
+        draft_model = pair.draft if config.draft_device is None else pair.draft.to(config.draft_device)
+        return InlineLink(BranchDrafter(CachedModel(draft_model, pair.vocab_size), pair.eos_ids))
+    options = WorkerOptions(
+        threads=draft_threads,
+        device=config.draft_device,
+        master_addr=config.master_addr,
+        master_port=config.master_port,
+        timeout=config.worker_timeout,
+    )
+    torch.set_num_threads(config.target_threads or max(1, cores - draft_threads))
+    return WorkerLink(pair.draft, pair.vocab_size, pair.eos_ids, options, target.device)
+
+
+def build_parallel(
+    pair: ModelPair,
+    method: str,
+    spec: SpeculativeConfig,
+    config: ParallelConfig,
+    keeper: BranchKeeper | None = None,
+    probe: bool = True,
+) -> ParallelDecoder:
+    """PEARL or SpecBranch: the draft link, the cost probe, the branch policy, an H-RAD keeper.
+
+    Branch length: config.max_draft_len, else the measured c (probe), else 1.
+    """
+    target = CachedModel(pair.target, pair.vocab_size)
+    link = _link(pair, config, target)
+    try:
+        cost = CostRatio(forward_seconds(target, VERIFY_TOKENS), link.draft_seconds) if probe else None
+    except BaseException:
+        link.close()
+        raise
+    length = config.max_draft_len or (cost.draft_length if cost else 1)
+    policy: BranchPolicy = (
+        PearlPolicy(length) if method == "pearl" else SpecBranchPolicy(config.k_max, config.epsilon, length)
+    )
+    draft_policy = (spec.draft_policy, spec.gamma, length)
+    return ParallelDecoder(target, link, policy, spec.draft_sampling, draft_policy, cost, keeper)
