@@ -25,7 +25,7 @@ from stats import chi_square_pvalue
 from specbranch.bench.methods import parse_method
 from specbranch.cli import main
 from specbranch.config import GenerationConfig, ParallelConfig, SamplingParams, SpeculativeConfig
-from specbranch.decoders.drafter import BranchDrafter, Decision, DraftRequest
+from specbranch.decoders.drafter import BranchDrafter
 from specbranch.engine import Engine
 from specbranch.errors import SpecBranchError
 from specbranch.hrad.classes import HradClass
@@ -43,6 +43,7 @@ from specbranch.hrad.train import TrainConfig, confusion_matrix, train_predictor
 from specbranch.runner import CachedModel
 from specbranch.runtime import build_parallel
 from specbranch.runtime.assembly import resolve_keeper
+from specbranch.transport.messages import Decision, DraftRequest
 
 TARGET = tiny_model(seed=1)
 PAIR = make_pair(TARGET, perturbed(TARGET, 0.02, seed=2))

@@ -7,10 +7,14 @@ Terms:
 - Every accept/reject test draws a fresh uniform from `generator`; nothing is reused.
 
 Each rule is split into its exact probabilities (`*_accept_probability`, `residual`), which the
-tests enumerate, and a sampler that draws from them.
+tests enumerate, and a sampler that draws from them. `decide_round` applies them to one round
+of the parallel methods (PEARL, SpecBranch).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 
@@ -120,3 +124,87 @@ def verify_sampled_roots(
             return i, root
         r = residual(r, q_b)
     return None, sample(r, generator)
+
+
+class RoundProposal(Protocol):
+    """What `decide_round` reads of the draft's proposal (`specbranch.transport.messages.Proposal`).
+
+    roots: the first token of each branch drafted from the branch point b;
+    q_pending: [|U|, V] draft rows the pending tokens were sampled from; q_b: [V] the draft
+    distribution at b (both None when drafting is deterministic).
+    """
+
+    @property
+    def roots(self) -> list[int]: ...
+
+    @property
+    def q_pending(self) -> torch.Tensor | None: ...
+
+    @property
+    def q_b(self) -> torch.Tensor | None: ...
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The target's decision on one round of the parallel methods (terms: `decide_round`).
+
+    committed: the tokens appended to X this round: the accepted tokens of U, then either an
+        accepted root or a recovered token (so always `pending_accepted` + 1 tokens).
+    accepted: drafted tokens accepted: those of U, plus 1 when a root was accepted at b.
+    verified: drafted positions checked: |U|, plus 1 (the roots at b) when `branched`.
+    branched: whether all of U was accepted, so the roots at b were verified (False: the
+        round rejected inside U, and every branch drafted from b is lost).
+    hit: index of the accepted root (its branch continues as the next U); None on a miss or
+        when the round did not reach b.
+    """
+
+    committed: list[int]
+    accepted: int
+    verified: int
+    branched: bool
+    hit: int | None
+
+    @property
+    def pending_accepted(self) -> int:
+        """How many tokens of U were accepted."""
+        return self.accepted - (self.hit is not None)
+
+
+def decide_round(
+    p: torch.Tensor,
+    pending: list[int],
+    proposal: RoundProposal,
+    sampled: bool,
+    generator: torch.Generator,
+) -> Verdict:
+    """Verify one round: the pending block U, then (if all of U passes) the roots at b.
+
+    p: [|U|+1, V] the target's processed rows: p[i] verifies U[i], p[-1] = p_b the roots.
+    sampled: U and the roots were sampled from the draft (rules 1 and 4, with the proposal's q
+    rows) rather than chosen deterministically (rules 2 and 3).
+
+    Terms (as vLLM's rejection sampler names them):
+    - an *accepted* token is a drafted token the rule keeps: a token of U, or a root at b;
+    - a *recovered* token (the rules' "correction") replaces the first rejected drafted token:
+      the residual sample (rules 1 and 4) or the target's own draw (rules 2 and 3). When a
+      round rejects inside U, the recovered token ends it and the branches are dropped;
+    - there is no *bonus* token: once all of U is accepted, the row p_b that would give it
+      verifies the roots instead; an accepted root takes its place, a miss gives a recovered
+      token. Either way the round commits exactly one token after the accepted part of U.
+
+    Uniforms are drawn from `generator` in rule order (U front to back, then the roots), so a
+    seed fixes the verdict.
+    """
+    if p.shape[0] != len(pending) + 1:
+        raise ValueError(f"p has {p.shape[0]} rows for {len(pending)} pending tokens (need |U| + 1)")
+    if sampled:
+        accepted, correction = first_rejection_sampled(p, proposal.q_pending, pending, generator)
+    else:
+        accepted, correction = first_rejection_deterministic(p, pending, generator)
+    if correction is not None:
+        return Verdict(pending[:accepted] + [correction], accepted, len(pending), False, None)
+    if sampled:
+        hit, token = verify_sampled_roots(p[-1], proposal.q_b, proposal.roots, generator)
+    else:
+        hit, token = verify_branch_roots(p[-1], proposal.roots, generator)
+    return Verdict(pending + [token], accepted + (hit is not None), len(pending) + 1, True, hit)

@@ -7,37 +7,35 @@ branches, when a branch stops, how long to draft). One round (ALGORITHM.md, "Spe
   2. target forward over U and the branch point b      } at the same time, in two processes
      draft: branches from b (`BranchDrafter.round`)     } (or one after the other, inline);
   3. receive the draft's proposal (roots, branches, and q rows when drafting is sampled);
-  4. decide, here and only here: rule 1/2 over U; on the first rejection commit the verified
-     part plus the correction and drop every branch; if all of U passes, rule 3/4 at b: on a
-     hit commit U plus the root and the rest of that branch becomes the next U, on a miss
-     commit U plus the target's token and the next U is empty;
+  4. decide, here and only here (`specbranch.verify.decide_round`): rule 1/2 over U; on the
+     first rejection commit the verified part plus the correction and drop every branch; if
+     all of U passes, rule 3/4 at b: on a hit commit U plus the root and the rest of that
+     branch becomes the next U, on a miss commit U plus the target's token and the next U is
+     empty;
   5. with H-RAD (a `BranchKeeper`), after a hit: how much of that branch becomes the next U,
      decided on the target features of this very verification (`specbranch.hrad`). When the
      keeper may keep more than the confident prefix, the draft drafts its first branch (the
      likeliest root's) whole, past its confidence cut, and the keeper applies the cut; the
      other branches stay cut, so the draft's round costs about what it costs without H-RAD.
 
-The KV caches roll back implicitly: the target's via `CachedModel.logits_for` (crop to the
-common prefix), the draft's when it applies the next decision.
+The draft is reached through a `DraftLink` (`specbranch.transport`). The KV caches roll back
+implicitly: the target's via `CachedModel.logits_for` (crop to the common prefix), the draft's
+when it applies the next decision. The round's statistics are filled from its verdict, in one
+place (`_stats`).
 """
 
 from __future__ import annotations
 
 import time
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from specbranch.config import SamplingParams
-from specbranch.decoders.drafter import BranchDrafter, Decision, DraftRequest, Proposal
 from specbranch.metrics import RoundStats
 from specbranch.probe import CostRatio
 from specbranch.runner import CachedModel
 from specbranch.sampling import make_generator, process_logits
-from specbranch.verify import (
-    first_rejection_deterministic,
-    first_rejection_sampled,
-    verify_branch_roots,
-    verify_sampled_roots,
-)
+from specbranch.transport.messages import Decision, DraftLink, DraftRequest, Proposal
+from specbranch.verify import Verdict, decide_round
 
 
 class BranchPolicy(Protocol):
@@ -82,41 +80,12 @@ class BranchKeeper(Protocol):
         """The next round's verdict on the block that was kept (verified and accepted tokens of U)."""
 
 
-class DraftLink(Protocol):
-    """The target's line to the draft: a worker process or an in-process drafter."""
+class _Cut(NamedTuple):
+    """What the keeper did to the surviving branch after a hit (defaults: nothing)."""
 
-    def start(self, request: DraftRequest) -> None:
-        """Begin a request on the draft side."""
-
-    def send(self, decision: Decision) -> None:
-        """Hand over a decision; the draft starts drafting from it."""
-
-    def receive(self) -> Proposal:
-        """Wait for the draft's proposal for this round."""
-
-    def close(self) -> None:
-        """Stop the draft side."""
-
-
-class InlineLink:
-    """The draft in the caller's process, run when the proposal is asked for (serial rounds)."""
-
-    def __init__(self, drafter: BranchDrafter) -> None:
-        self.drafter = drafter
-        self.decision: Decision | None = None
-
-    def start(self, request: DraftRequest) -> None:
-        self.drafter.start(request)
-
-    def send(self, decision: Decision) -> None:
-        self.decision = decision
-
-    def receive(self) -> Proposal:
-        assert self.decision is not None, "send a decision first"
-        return self.drafter.round(self.decision)
-
-    def close(self) -> None:
-        pass
+    dropped: int = 0  # branch tokens it cut off (drafted on the chosen path, then rolled back)
+    hrad_class: int = -1  # its predicted class (-1: no decision)
+    seconds: float = 0.0  # how long it took
 
 
 class ParallelDecoder:
@@ -165,6 +134,7 @@ class ParallelDecoder:
         self.link.start(request)
 
     def step(self, seq: list[int], budget: int) -> RoundStats:
+        """One round, steps 1-5 of the module docstring."""
         pending = self.pending
         # Branch tokens past the budget could never be committed.
         max_len = max(1, min(self.policy.draft_length(), budget - len(pending)))
@@ -174,52 +144,51 @@ class ParallelDecoder:
         p = process_logits(logits, self.sampling)  # [|U|+1, V]
         proposal = self.link.receive()
         self.draft_busy, self.draft_forwards = proposal.busy_seconds, proposal.forwards
+        verdict = decide_round(p, pending, proposal, self.sampled, self.verify_gen)
+        if self.kept_by_keeper:  # the keeper learns how the U it chose fared
+            self.keeper.observe(len(pending), verdict.pending_accepted)
+        cut = self._next_pending(verdict, proposal)
+        self.policy.update(verdict.hit is not None)
+        self.last = (verdict.verified, verdict.accepted)
+        return self._stats(verdict, pending, proposal, cut)
 
-        if self.sampled:
-            accepted, correction = first_rejection_sampled(p, proposal.q_pending, pending, self.verify_gen)
-        else:
-            accepted, correction = first_rejection_deterministic(p, pending, self.verify_gen)
-        if self.kept_by_keeper:
-            self.keeper.observe(len(pending), accepted)
+    def _next_pending(self, verdict: Verdict, proposal: Proposal) -> _Cut:
+        """Set the next U: after a hit the rest of that branch, cut by the keeper if there is one."""
         self.kept_by_keeper = False
-        stats = RoundStats(
-            committed=[],
-            verified=len(pending),
-            accepted=accepted,
-            drafted_total=sum(len(b) for b in proposal.branches),
-        )
-        self.pending, self.branch = [], -1
-        if correction is not None:  # rejected inside U: every branch drafted from b is lost
-            stats.committed = pending[:accepted] + [correction]
-            stats.drafted = len(pending) + len(proposal.branches[0])
-        else:
-            if self.sampled:
-                hit, token = verify_sampled_roots(p[-1], proposal.q_b, proposal.roots, self.verify_gen)
-            else:
-                hit, token = verify_branch_roots(p[-1], proposal.roots, self.verify_gen)
-            stats.committed = pending + [token]
-            stats.verified += 1
-            stats.branched, stats.branch_hit = True, hit is not None
-            if hit is None:
-                stats.drafted = len(pending) + len(proposal.branches[0])
-            else:  # the root counts now; the rest of its branch is counted when verified
-                stats.accepted += 1
-                stats.drafted = len(pending) + 1
-                self.pending, self.branch = proposal.branches[hit][1:], hit
-                if self.keeper is not None and self.pending:
-                    self._keep(stats, token, proposal.confidences[hit])
-        self.policy.update(correction is None and stats.branch_hit)
-        self.last = (stats.verified, stats.accepted)
-        return stats
-
-    def _keep(self, stats: RoundStats, root: int, confidences: list[float]) -> None:
-        """H-RAD: cut the surviving branch (now self.pending) to what the keeper keeps."""
+        if verdict.hit is None:
+            self.pending, self.branch = [], -1
+            return _Cut()
+        self.pending, self.branch = proposal.branches[verdict.hit][1:], verdict.hit
+        if self.keeper is None or not self.pending:
+            return _Cut()
         start = time.perf_counter()
-        kept, stats.hrad_class = self.keeper.keep(self.target, root, confidences, self.policy.epsilon)
-        stats.drafted += len(self.pending) - kept  # drafted on the chosen path, then dropped: rollback
+        root, confidences = verdict.committed[-1], proposal.confidences[verdict.hit]
+        kept, hrad_class = self.keeper.keep(self.target, root, confidences, self.policy.epsilon)
+        dropped = len(self.pending) - kept
         self.pending = self.pending[:kept]
         self.kept_by_keeper = True
-        stats.hrad_seconds = time.perf_counter() - start
+        return _Cut(dropped, hrad_class, time.perf_counter() - start)
+
+    @staticmethod
+    def _stats(verdict: Verdict, pending: list[int], proposal: Proposal, cut: _Cut) -> RoundStats:
+        """The round's statistics, all filled here from its verdict (and the keeper's cut).
+
+        drafted counts the chosen path: U, then on a hit only the root (the rest of its branch
+        counts once verified, or now where the keeper cut it off: a rollback), otherwise the
+        first branch, lost with the round.
+        """
+        path = 1 + cut.dropped if verdict.hit is not None else len(proposal.branches[0])
+        return RoundStats(
+            committed=verdict.committed,
+            drafted=len(pending) + path,
+            verified=verdict.verified,
+            accepted=verdict.accepted,
+            drafted_total=sum(len(b) for b in proposal.branches),
+            branched=verdict.branched,
+            branch_hit=verdict.hit is not None,
+            hrad_class=cut.hrad_class,
+            hrad_seconds=cut.seconds,
+        )
 
     def busy_seconds(self) -> tuple[float, float]:
         return self.target.busy_seconds, self.draft_busy

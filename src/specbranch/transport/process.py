@@ -1,16 +1,17 @@
-"""The two-process runtime: the draft in its own spawned process, the target in the caller's.
+"""The two-process transport: the draft in its own spawned process, the target in the caller's.
 
-The caller (target side, where verification is decided) spawns one draft worker and talks to
-it over a `torch.distributed` process group of two ranks: gloo on CPU, NCCL when both sides
-sit on different CUDA devices. The group is built from its own TCP store, so several engines
-(each with a worker) can coexist in one process.
+The caller (target side, where verification is decided) spawns one draft worker
+(`python -m specbranch.transport.process SETTINGS_JSON`) and talks to it over a
+`torch.distributed` process group of two ranks: gloo on CPU, NCCL when both sides sit on
+different CUDA devices. The group is built from its own TCP store, so several engines (each
+with a worker) can coexist in one process.
 
 Only decisions and tokens cross the boundary, plus the draft probability rows rule 1 and rule 4
-need when drafting is sampled. Each message is a fixed header, then int64 values, float64
-values and float32 rows (`_Channel`). Every receive on the caller's side is bounded by
-`timeout`: a worker that dies surfaces at once (the connection closes), one that hangs after
-`timeout` seconds, both as `WorkerError`. `close()` stops the worker and reaps it; a finalizer
-kills it if the caller forgets.
+need when drafting is sampled. Each message is a `codec.Frame` sent as a fixed header, then its
+int64 values, float64 values and float32 rows (`_Channel`). Every receive on the caller's side
+is bounded by `timeout`: a worker that dies surfaces at once (the connection closes), one that
+hangs after `timeout` seconds, both as `WorkerError`. `close()` stops the worker and reaps it; a
+finalizer kills it if the caller forgets.
 """
 
 from __future__ import annotations
@@ -31,13 +32,27 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-from specbranch.config import SamplingParams
-from specbranch.decoders.drafter import BranchDrafter, Decision, DraftRequest, Proposal
+from specbranch.decoders.drafter import BranchDrafter
 from specbranch.errors import WorkerError
 from specbranch.probe import forward_seconds
 from specbranch.runner import CachedModel
+from specbranch.transport.codec import (
+    STOP_FRAME,
+    Frame,
+    Kind,
+    decode_decision,
+    decode_error,
+    decode_hello,
+    decode_proposal,
+    decode_request,
+    encode_decision,
+    encode_error,
+    encode_hello,
+    encode_proposal,
+    encode_request,
+)
+from specbranch.transport.messages import Decision, DraftRequest, Proposal
 
-START, DECISION, PROPOSAL, STOP, HELLO, ERROR = range(6)
 _HEADER = 5  # kind, n_ints, n_floats, n_rows, n_cols
 
 
@@ -60,7 +75,7 @@ class WorkerOptions:
 
 
 class _Channel:
-    """Typed messages over a two-rank process group (peer = the other rank)."""
+    """Frames over a two-rank process group (peer = the other rank)."""
 
     def __init__(self, group: dist.ProcessGroup, peer: int, device: torch.device) -> None:
         self.group, self.peer, self.device = group, peer, device
@@ -73,24 +88,24 @@ class _Channel:
         self.group.recv([tensor], self.peer, 0).wait()
         return tensor.cpu()
 
-    def send(
-        self, kind: int, ints: list[int] = (), floats: list[float] = (), rows: torch.Tensor | None = None
-    ) -> None:
+    def send(self, frame: Frame) -> None:
+        rows = frame.rows
         n_rows, n_cols = (rows.shape[0], rows.shape[1]) if rows is not None else (0, 0)
-        self._send(torch.tensor([kind, len(ints), len(floats), n_rows, n_cols], dtype=torch.long))
-        if ints:
-            self._send(torch.tensor(list(ints), dtype=torch.long))
-        if floats:
-            self._send(torch.tensor(list(floats), dtype=torch.float64))
+        header = [int(frame.kind), len(frame.ints), len(frame.floats), n_rows, n_cols]
+        self._send(torch.tensor(header, dtype=torch.long))
+        if frame.ints:
+            self._send(torch.tensor(list(frame.ints), dtype=torch.long))
+        if frame.floats:
+            self._send(torch.tensor(list(frame.floats), dtype=torch.float64))
         if n_rows:
             self._send(rows.float())
 
-    def recv(self) -> tuple[int, list[int], list[float], torch.Tensor | None]:
+    def recv(self) -> Frame:
         kind, n_ints, n_floats, n_rows, n_cols = self._recv((_HEADER,), torch.long).tolist()
         ints = self._recv((n_ints,), torch.long).tolist() if n_ints else []
         floats = self._recv((n_floats,), torch.float64).tolist() if n_floats else []
         rows = self._recv((n_rows, n_cols), torch.float32) if n_rows else None
-        return kind, ints, floats, rows
+        return Frame(kind, ints, floats, rows)
 
 
 def _group(store: dist.Store, rank: int, backend: str, timeout: timedelta) -> dist.ProcessGroup:
@@ -103,68 +118,53 @@ def _group(store: dist.Store, rank: int, backend: str, timeout: timedelta) -> di
 # --- draft worker (rank 1) ---------------------------------------------------------------
 
 
-def _decode_request(ints: list[int], floats: list[float]) -> DraftRequest:
-    seed, sampled, k_max, whole, top_k, gamma, cap, n_policy, *rest = ints
-    policy = bytes(rest[:n_policy]).decode() or None
-    temperature, top_p, epsilon = floats
-    sampling = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p)
-    prompt = rest[n_policy:]
-    return DraftRequest(prompt, sampling, seed, bool(sampled), k_max, epsilon, whole, policy, gamma, cap)
+def _load_drafter(model_file: str, vocab_size: int, eos_ids: list[int], device: str | None) -> BranchDrafter:
+    """The drafter over the draft model the caller saved to `model_file` (which is then removed)."""
+    with warnings.catch_warnings():  # quantized-tensor deprecation notices on int8 drafts
+        warnings.simplefilter("ignore")
+        model = torch.load(model_file, weights_only=False)
+    os.unlink(model_file)
+    if device is not None:
+        model = model.to(device)
+    return BranchDrafter(CachedModel(model, vocab_size), frozenset(eos_ids))
 
 
-def _decode_decision(ints: list[int]) -> Decision:
-    branch, max_len, verified, accepted, n_commit, *tokens = ints
-    return Decision(tokens[:n_commit], tokens[n_commit:], branch, max_len, verified, accepted)
-
-
-def _encode_proposal(proposal: Proposal) -> tuple[list[int], list[float], torch.Tensor | None]:
-    ints = [proposal.forwards, len(proposal.branches)] + [len(b) for b in proposal.branches]
-    ints += [t for b in proposal.branches for t in b]
-    rows = None
-    if proposal.q_b is not None:
-        rows = torch.cat([proposal.q_pending, proposal.q_b[None]])  # [|U|+1, V]
-    floats = [proposal.busy_seconds] + [c for conf in proposal.confidences for c in conf]
-    return ints, floats, rows
+def _serve(channel: _Channel, drafter: BranchDrafter) -> None:
+    """Answer the caller's frames until STOP, a failure (reported as ERROR) or a lost caller."""
+    while True:
+        try:
+            frame = channel.recv()
+        except Exception:  # the caller went away: nothing left to serve
+            return
+        if frame.kind == Kind.STOP:
+            return
+        try:
+            if frame.kind == Kind.START:
+                drafter.start(decode_request(frame))
+            elif frame.kind == Kind.DECISION:
+                channel.send(encode_proposal(drafter.round(decode_decision(frame))))
+        except Exception:
+            channel.send(encode_error(traceback.format_exc()))
+            return
 
 
 def draft_worker_main(
     model_file: str, vocab_size: int, eos_ids: list[int], options: WorkerOptions, port: int, backend: str
 ) -> None:
-    """Body of the draft process (`python -m specbranch.workers SETTINGS_JSON`)."""
+    """Body of the draft process: load, measure one draft step, say HELLO, serve."""
     torch.set_num_threads(options.threads)
     store = dist.TCPStore(options.master_addr, port, 2, False, timedelta(seconds=options.startup_timeout))
     try:
-        with warnings.catch_warnings():  # quantized-tensor deprecation notices on int8 drafts
-            warnings.simplefilter("ignore")
-            model = torch.load(model_file, weights_only=False)
-        os.unlink(model_file)
-        if options.device is not None:
-            model = model.to(options.device)
-        runner = CachedModel(model, vocab_size)
-        drafter = BranchDrafter(runner, frozenset(eos_ids))
-        step_seconds = forward_seconds(runner, new_tokens=1)
+        drafter = _load_drafter(model_file, vocab_size, eos_ids, options.device)
+        step_seconds = forward_seconds(drafter.runner, new_tokens=1)
     except Exception:
         store.set("error", traceback.format_exc())
         raise
     store.set("ready", "1")
-    device = runner.device if backend == "nccl" else torch.device("cpu")
+    device = drafter.runner.device if backend == "nccl" else torch.device("cpu")
     channel = _Channel(_group(store, 1, backend, timedelta(days=365)), 0, device)
-    channel.send(HELLO, floats=[step_seconds])
-    while True:
-        try:
-            kind, ints, floats, _ = channel.recv()
-        except Exception:  # the caller went away: nothing left to serve
-            return
-        if kind == STOP:
-            return
-        try:
-            if kind == START:
-                drafter.start(_decode_request(ints, floats))
-            elif kind == DECISION:
-                channel.send(PROPOSAL, *_encode_proposal(drafter.round(_decode_decision(ints))))
-        except Exception:
-            channel.send(ERROR, list(traceback.format_exc().encode()))
-            return
+    channel.send(encode_hello(step_seconds))
+    _serve(channel, drafter)
 
 
 # --- caller side (rank 0) ----------------------------------------------------------------
@@ -212,13 +212,14 @@ class WorkerLink:
             "port": store.port,
             "backend": backend,
         }
-        self.process = subprocess.Popen([sys.executable, "-m", "specbranch.workers", json.dumps(settings)])
+        command = [sys.executable, "-m", "specbranch.transport.process", json.dumps(settings)]
+        self.process = subprocess.Popen(command)
         self._finalizer = weakref.finalize(self, _kill, self.process, self.model_file)
         self._wait_ready(store, options.startup_timeout)
         group = _group(store, 0, backend, timedelta(seconds=options.timeout))
         self.channel = _Channel(group, 1, draft_device if backend == "nccl" else torch.device("cpu"))
         self.store = store
-        (self.draft_seconds,) = self._expect(HELLO)[1]
+        self.draft_seconds = decode_hello(self._expect(Kind.HELLO))
 
     def _wait_ready(self, store: dist.Store, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -236,18 +237,18 @@ class WorkerLink:
                 raise WorkerError(f"the draft worker did not start within {timeout:.0f} s")
             time.sleep(0.02)
 
-    def _expect(self, kind: int) -> tuple[list[int], list[float], torch.Tensor | None]:
+    def _expect(self, kind: Kind) -> Frame:
         try:
-            got, ints, floats, rows = self.channel.recv()
+            frame = self.channel.recv()
         except Exception as exc:  # gloo raises RuntimeError/DistBackendError on close or timeout
             raise self._failure(exc) from exc
-        if got == ERROR:
+        if frame.kind == Kind.ERROR:
             self._abort()
-            raise WorkerError("the draft worker failed:\n" + bytes(ints).decode(errors="replace"))
-        if got != kind:
+            raise WorkerError("the draft worker failed:\n" + decode_error(frame))
+        if frame.kind != kind:
             self._abort()
-            raise WorkerError(f"protocol error: expected message {kind}, got {got}")
-        return ints, floats, rows
+            raise WorkerError(f"protocol error: expected message {kind.name}, got kind {frame.kind}")
+        return frame
 
     def _failure(self, exc: Exception) -> WorkerError:
         """Kill the worker after a failed transfer and say whether it died or hung."""
@@ -256,42 +257,30 @@ class WorkerLink:
         why = f"hung for more than {self.timeout:.0f} s" if alive else "died"
         return WorkerError(f"the draft worker {why} ({exc.__class__.__name__}: {exc})")
 
-    def _send(self, kind: int, ints: list[int] = (), floats: list[float] = ()) -> None:
+    def _send(self, frame: Frame) -> None:
         if self.process.poll() is not None:
             self._abort()
             raise WorkerError(f"the draft worker died (exit code {self.process.returncode})")
         try:
-            self.channel.send(kind, ints, floats)
+            self.channel.send(frame)
         except Exception as exc:
             raise self._failure(exc) from exc
 
     def start(self, request: DraftRequest) -> None:
-        s = request.sampling
-        policy = list((request.policy or "").encode())
-        ints = [request.seed, int(request.sampled), request.k_max, request.whole_branches, s.top_k]
-        ints += [request.policy_gamma, request.policy_cap, len(policy)] + policy + list(request.prompt_ids)
-        self._send(START, ints, [s.temperature, s.top_p, request.epsilon])
+        self._send(encode_request(request))
 
     def send(self, decision: Decision) -> None:
-        d = decision
-        ints = [d.branch, d.max_len, d.verified, d.accepted, len(d.commit)] + d.commit + d.pending
-        self._send(DECISION, ints)
+        self._send(encode_decision(decision))
 
     def receive(self) -> Proposal:
-        ints, floats, rows = self._expect(PROPOSAL)
-        forwards, k, *rest = ints
-        lengths, flat = rest[:k], rest[k:]
-        branches, confidences, at, at_conf = [], [], 0, 1
-        for n in lengths:
-            branches.append(flat[at : at + n])
-            confidences.append(floats[at_conf : at_conf + n - 1])
-            at, at_conf = at + n, at_conf + n - 1
-        q_pending, q_b = (rows[:-1], rows[-1]) if rows is not None else (None, None)
-        return Proposal(branches, confidences, q_pending, q_b, floats[0], forwards)
+        return decode_proposal(self._expect(Kind.PROPOSAL))
 
     def alive(self) -> bool:
         """Whether the worker process runs and the link to it is intact."""
         return not self.broken and self.process.poll() is None
+
+    def worker_pid(self) -> int | None:
+        return self.process.pid
 
     def _abort(self) -> None:
         """Kill the worker without talking to it (the link is broken)."""
@@ -302,7 +291,7 @@ class WorkerLink:
         """Stop the worker (politely, then by force) and reap it; safe to call twice."""
         if self.process.poll() is None and hasattr(self, "channel") and not self.broken:
             with contextlib.suppress(Exception):  # the worker is already gone or the link broke
-                self.channel.send(STOP)
+                self.channel.send(STOP_FRAME)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.wait(5)
         self._finalizer()
