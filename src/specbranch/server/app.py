@@ -1,6 +1,7 @@
 """The HTTP layer: an OpenAI-compatible FastAPI app over a `Scheduler`.
 
-Routes: GET /v1/models, POST /v1/completions, POST /v1/chat/completions, GET /health,
+Routes (module-level handlers on `router`, reading what they share from `app.state`, see
+`create_app`): GET /v1/models, POST /v1/completions, POST /v1/chat/completions, GET /health,
 GET /metrics. A handler validates the body, tokenizes the prompt (its own tokenizer copy: the
 decode thread uses the engine's), submits a job and waits for its first event, so every error
 found before generation starts gets a proper status code (400 bad input, 404 unknown model,
@@ -21,17 +22,26 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from specbranch.engine import Chunk, Engine, encode_prompt
 from specbranch.errors import SpecBranchError
 from specbranch.models import ModelPair
 from specbranch.server import protocol
-from specbranch.server.protocol import APIError, ChatRequest, CompletionRequest
+from specbranch.server.protocol import (
+    APIError,
+    ChatCompletionChunk,
+    ChatRequest,
+    CompletionChunk,
+    CompletionRequest,
+    Endpoint,
+)
 from specbranch.server.scheduler import Job, QueueFull, Scheduler
 
 DISCONNECT_POLL_SECONDS = 0.25
+
+router = APIRouter()  # the routes below; `create_app` mounts them
 
 
 @dataclass(frozen=True)
@@ -52,104 +62,132 @@ class ServerConfig:
 
 
 def create_app(pair: ModelPair, make_engine: Callable[[], Engine], config: ServerConfig) -> FastAPI:
-    """The app; the scheduler (and with it the engine and any worker) starts with the app."""
+    """The app; the scheduler (and with it the engine and any worker) starts with the app.
+
+    app.state holds what the handlers share: `config`, `pair` (with the handlers' own tokenizer
+    copy), `make_engine`, `started` (the time /v1/models reports) and, while the app runs,
+    `scheduler`.
+    """
     if pair.tokenizer is None:
         raise SpecBranchError("the server needs a model with a tokenizer")
-    request_pair = dataclasses.replace(pair, tokenizer=copy.deepcopy(pair.tokenizer))
-    started = int(time.time())
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.scheduler = await asyncio.to_thread(
-            Scheduler, make_engine, config.max_queue, config.request_timeout
-        )
-        yield
-        await asyncio.to_thread(app.state.scheduler.close)
-
-    app = FastAPI(title="specbranch", lifespan=lifespan)
-
-    @app.exception_handler(APIError)
-    async def api_error(request: Request, exc: APIError) -> JSONResponse:
-        return JSONResponse(exc.body(), status_code=exc.status)
-
-    @app.get("/v1/models")
-    async def models() -> dict:
-        card = {"id": config.model_name, "object": "model", "created": started, "owned_by": "specbranch"}
-        return {"object": "list", "data": [card]}
-
-    @app.get("/health")
-    async def health(request: Request) -> JSONResponse:
-        state = request.app.state.scheduler.health()
-        state.update(method=config.method, model=config.model_name)
-        return JSONResponse(state, status_code=200 if state["status"] == "ok" else 503)
-
-    @app.get("/metrics")
-    async def metrics(request: Request) -> dict:
-        return {"method": config.method, "model": config.model_name, **request.app.state.scheduler.metrics()}
-
-    @app.post("/v1/completions")
-    async def completions(request: Request):
-        body = protocol.parse_request(await request.body(), CompletionRequest)
-        prompt_ids = _encode(request_pair, body.prompt_input(), chat=False)
-        default = protocol.COMPLETIONS_DEFAULT_MAX_TOKENS
-        return await _serve(request, body, prompt_ids, "text_completion", "cmpl", default)
-
-    @app.post("/v1/chat/completions")
-    async def chat_completions(request: Request):
-        body = protocol.parse_request(await request.body(), ChatRequest)
-        prompt_ids = _encode(request_pair, body.chat_messages(), chat=True)
-        default = config.default_max_tokens
-        return await _serve(request, body, prompt_ids, "chat.completion", "chatcmpl", default)
-
-    async def _serve(request: Request, body, prompt_ids: list[int], kind: str, prefix: str, default: int):
-        if body.model != config.model_name:
-            raise APIError(404, f"model {body.model!r} is not served here; use {config.model_name!r}",
-                           param="model", code="model_not_found")
-        generation = body.generation_config(default, random.getrandbits(31))
-        try:
-            job = request.app.state.scheduler.submit(prompt_ids, generation)
-        except QueueFull:
-            raise APIError(503, "the server is busy: the request queue is full; retry later",
-                           "server_error", code="queue_full") from None
-        first = await _next_event(request, job)  # raises on an early error or a disconnect
-        rid = protocol.new_id(prefix)
-        if body.stream:
-            include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            events = _sse(request, job, first, kind, rid, include_usage)
-            return StreamingResponse(events, media_type="text/event-stream")
-        item = first
-        while item.result is None:
-            item = await _next_event(request, job)
-        return protocol.completion_body(kind, rid, config.model_name, item.result, config.method)
-
-    async def _sse(
-        request: Request, job: Job, first: Chunk, kind: str, rid: str, include_usage: bool
-    ) -> AsyncIterator[str]:
-        chunk_kind = "chat.completion.chunk" if kind == "chat.completion" else "text_completion"
-        model = config.model_name
-        try:
-            item, opened = first, False
-            while True:
-                if item.text or not opened:
-                    yield _event(protocol.chunk_body(chunk_kind, rid, model, item.text, first=not opened))
-                    opened = True
-                if item.result is not None:
-                    reason = item.result.finish_reason
-                    yield _event(protocol.chunk_body(chunk_kind, rid, model, None, reason))
-                    if include_usage:
-                        last = protocol.usage_chunk_body(chunk_kind, rid, model, item.result, config.method)
-                        yield _event(last)
-                    break
-                try:  # here Starlette itself notices a disconnect and closes this generator
-                    item = await _next_event(request, job, poll_disconnect=False)
-                except APIError as exc:
-                    yield _event(exc.body())
-                    break
-            yield "data: [DONE]\n\n"
-        finally:  # normal end, or the client went away (the generator is closed or cancelled)
-            job.cancelled.set()
-
+    app = FastAPI(title="specbranch", lifespan=_lifespan)
+    app.state.config = config
+    app.state.pair = dataclasses.replace(pair, tokenizer=copy.deepcopy(pair.tokenizer))
+    app.state.make_engine = make_engine
+    app.state.started = int(time.time())
+    app.add_exception_handler(APIError, _api_error)
+    app.include_router(router)
     return app
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    config: ServerConfig = app.state.config
+    app.state.scheduler = await asyncio.to_thread(
+        Scheduler, app.state.make_engine, config.max_queue, config.request_timeout
+    )
+    yield
+    await asyncio.to_thread(app.state.scheduler.close)
+
+
+async def _api_error(request: Request, exc: APIError) -> JSONResponse:
+    return JSONResponse(exc.body(), status_code=exc.status)
+
+
+@router.get("/v1/models")
+async def models(request: Request) -> dict:
+    state = request.app.state
+    card = {"id": state.config.model_name, "object": "model", "created": state.started,
+            "owned_by": "specbranch"}
+    return {"object": "list", "data": [card]}
+
+
+@router.get("/health")
+async def health(request: Request) -> JSONResponse:
+    config: ServerConfig = request.app.state.config
+    state = request.app.state.scheduler.health()
+    state.update(method=config.method, model=config.model_name)
+    return JSONResponse(state, status_code=200 if state["status"] == "ok" else 503)
+
+
+@router.get("/metrics")
+async def metrics(request: Request) -> dict:
+    config: ServerConfig = request.app.state.config
+    return {"method": config.method, "model": config.model_name, **request.app.state.scheduler.metrics()}
+
+
+@router.post("/v1/completions")
+async def completions(request: Request):
+    body = protocol.parse_request(await request.body(), CompletionRequest)
+    prompt_ids = _encode(request.app.state.pair, body.prompt_input(), chat=False)
+    return await _serve(request, protocol.COMPLETIONS, body, prompt_ids)
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(request: Request):
+    body = protocol.parse_request(await request.body(), ChatRequest)
+    prompt_ids = _encode(request.app.state.pair, body.chat_messages(), chat=True)
+    return await _serve(request, protocol.CHAT_COMPLETIONS, body, prompt_ids)
+
+
+async def _serve(
+    request: Request, endpoint: Endpoint, body: CompletionRequest | ChatRequest, prompt_ids: list[int]
+) -> dict | StreamingResponse:
+    """Submit the request's job; its response body, or its stream once the first event arrived."""
+    config: ServerConfig = request.app.state.config
+    if body.model != config.model_name:
+        raise APIError(404, f"model {body.model!r} is not served here; use {config.model_name!r}",
+                       param="model", code="model_not_found")
+    default = endpoint.default_max_tokens
+    default = default if default is not None else config.default_max_tokens
+    generation = body.generation_config(default, random.getrandbits(31))
+    try:
+        job = request.app.state.scheduler.submit(prompt_ids, generation)
+    except QueueFull:
+        raise APIError(503, "the server is busy: the request queue is full; retry later",
+                       "server_error", code="queue_full") from None
+    first = await _next_event(request, job)  # raises on an early error or a disconnect
+    rid = endpoint.new_id()
+    if body.stream:
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        events = _stream(request, job, first, endpoint.chunk, rid, include_usage)
+        return StreamingResponse(events, media_type="text/event-stream")
+    item = first
+    while item.result is None:
+        item = await _next_event(request, job)
+    return endpoint.response.of(rid, config.model_name, item.result, config.method).model_dump()
+
+
+async def _stream(
+    request: Request,
+    job: Job,
+    first: Chunk,
+    chunk: type[CompletionChunk] | type[ChatCompletionChunk],
+    rid: str,
+    include_usage: bool,
+) -> AsyncIterator[str]:
+    """The server-sent events of a streamed response, from the job's first event on."""
+    config: ServerConfig = request.app.state.config
+    model = config.model_name
+    try:
+        item, opened = first, False
+        while True:
+            if item.text or not opened:
+                yield _event(chunk.of_text(rid, model, item.text, first=not opened).model_dump())
+                opened = True
+            if item.result is not None:
+                yield _event(chunk.of_text(rid, model, None, item.result.finish_reason).model_dump())
+                if include_usage:
+                    yield _event(chunk.usage_chunk(rid, model, item.result, config.method).model_dump())
+                break
+            try:  # here Starlette itself notices a disconnect and closes this generator
+                item = await _next_event(request, job, poll_disconnect=False)
+            except APIError as exc:
+                yield _event(exc.body())
+                break
+        yield "data: [DONE]\n\n"
+    finally:  # normal end, or the client went away (the generator is closed or cancelled)
+        job.cancelled.set()
 
 
 def _encode(pair: ModelPair, prompt: str | list, chat: bool) -> list[int]:

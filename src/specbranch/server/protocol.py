@@ -2,16 +2,21 @@
 
 Requests are validated strictly (a string where a number belongs is an error, not a guess);
 unknown fields are ignored, as OpenAI clients send extras. `top_k` and `ignore_eos` are
-accepted as extras (vLLM's names). Everything here is pure data: no model, no I/O.
+accepted as extras (vLLM's names). Responses are models too: every body and chunk starts with
+the same `ResponseHeader` (id, object, created, model), and `model_dump()` gives the JSON object
+sent, nulls included where OpenAI has them (`logprobs`, a chunk's `finish_reason`). What the
+two generation routes answer differently is one `Endpoint` each. Everything here is pure data:
+no model, no I/O.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from typing import Literal
+from dataclasses import dataclass
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer
 
 from specbranch.config import GenerationConfig, SamplingParams
 from specbranch.engine import GenerationResult
@@ -31,7 +36,22 @@ class APIError(Exception):
         self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
 
     def body(self) -> dict:
-        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+        """The JSON error body."""
+        detail = ErrorDetail(message=self.message, type=self.type, param=self.param, code=self.code)
+        return ErrorBody(error=detail).model_dump()
+
+
+class ErrorDetail(BaseModel):
+    """OpenAI's error object; `param` and `code` are null when they do not apply."""
+
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
 
 
 class _Strict(BaseModel):
@@ -135,66 +155,176 @@ def _is_type_tag(part: object) -> bool:
     return isinstance(part, str) and (part in ("str", "int", "float", "bool") or "[" in part)
 
 
-def new_id(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:24]}"
-
-
-def usage(prompt_tokens: int, completion_tokens: int) -> dict:
-    return {
-        "prompt_tokens": prompt_tokens,
-        "completion_tokens": completion_tokens,
-        "total_tokens": prompt_tokens + completion_tokens,
-    }
-
-
-def speculative(result: GenerationResult, method: str) -> dict:
+def speculative(result: GenerationResult, method: str) -> dict[str, Any]:
     """The per-request speculative metrics (the `speculative` object of a response)."""
     metrics = result.metrics.to_dict()
     metrics.pop("accept_lengths")
     return {"method": method, **metrics}
 
 
-def completion_body(kind: str, rid: str, model: str, result: GenerationResult, method: str) -> dict:
-    """A whole (non-streamed) response; kind is "text_completion" or "chat.completion"."""
-    if kind == "chat.completion":
-        choice = {"index": 0, "message": {"role": "assistant", "content": result.text}}
-    else:
-        choice = {"index": 0, "text": result.text, "logprobs": None}
-    choice["finish_reason"] = result.finish_reason
-    return {
-        "id": rid,
-        "object": kind,
-        "created": int(time.time()),
-        "model": model,
-        "choices": [choice],
-        "usage": usage(result.prompt_tokens, len(result.token_ids)),
-        "speculative": speculative(result, method),
-    }
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+    @classmethod
+    def of(cls, result: GenerationResult) -> Usage:
+        completion = len(result.token_ids)
+        return cls(prompt_tokens=result.prompt_tokens, completion_tokens=completion,
+                   total_tokens=result.prompt_tokens + completion)
 
 
-def chunk_body(
-    kind: str, rid: str, model: str, text: str | None, finish_reason: str | None = None, first: bool = False
-) -> dict:
-    """One stream chunk; kind is "text_completion" or "chat.completion.chunk"."""
-    if kind == "chat.completion.chunk":
-        delta: dict = {"role": "assistant"} if first else {}
-        if text is not None:
-            delta["content"] = text
-        choice = {"index": 0, "delta": delta}
-    else:
-        choice = {"index": 0, "text": text or "", "logprobs": None}
-    choice["finish_reason"] = finish_reason
-    return {"id": rid, "object": kind, "created": int(time.time()), "model": model, "choices": [choice]}
+class ResponseHeader(BaseModel):
+    """What every response body and stream chunk starts with; `object` names the body's kind."""
+
+    id: str
+    object: str
+    created: int = Field(default_factory=lambda: int(time.time()))
+    model: str
 
 
-def usage_chunk_body(kind: str, rid: str, model: str, result: GenerationResult, method: str) -> dict:
-    """The last chunk when stream_options.include_usage is set: no choices, usage filled in."""
-    return {
-        "id": rid,
-        "object": kind,
-        "created": int(time.time()),
-        "model": model,
-        "choices": [],
-        "usage": usage(result.prompt_tokens, len(result.token_ids)),
-        "speculative": speculative(result, method),
-    }
+class TextChoice(BaseModel):
+    """A /v1/completions choice: the whole text, or a chunk's piece of it."""
+
+    index: int = 0
+    text: str
+    logprobs: None = None
+    finish_reason: str | None = None
+
+
+class AssistantMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class ChatChoice(BaseModel):
+    index: int = 0
+    message: AssistantMessage
+    finish_reason: str | None
+
+
+class Delta(BaseModel):
+    """What a chat chunk adds: the role (first chunk only), the text; unset fields are left out."""
+
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+
+    @model_serializer(mode="wrap")
+    def _leave_out_unset(self, handler: Any) -> dict[str, Any]:
+        return {k: v for k, v in handler(self).items() if v is not None}
+
+
+class ChatChunkChoice(BaseModel):
+    index: int = 0
+    delta: Delta
+    finish_reason: str | None = None
+
+
+class _Response(ResponseHeader):
+    """A whole (non-streamed) response."""
+
+    choices: list
+    usage: Usage
+    speculative: dict[str, Any]
+
+    @classmethod
+    def of(cls, rid: str, model: str, result: GenerationResult, method: str) -> _Response:
+        """The response for a finished generation."""
+        return cls(id=rid, model=model, choices=[cls.choice(result)], usage=Usage.of(result),
+                   speculative=speculative(result, method))
+
+    @staticmethod
+    def choice(result: GenerationResult) -> BaseModel:
+        """The response's one choice (each kind of response builds its own)."""
+        raise NotImplementedError
+
+
+class CompletionResponse(_Response):
+    object: Literal["text_completion"] = "text_completion"
+    choices: list[TextChoice]
+
+    @staticmethod
+    def choice(result: GenerationResult) -> TextChoice:
+        return TextChoice(text=result.text, finish_reason=result.finish_reason)
+
+
+class ChatCompletionResponse(_Response):
+    object: Literal["chat.completion"] = "chat.completion"
+    choices: list[ChatChoice]
+
+    @staticmethod
+    def choice(result: GenerationResult) -> ChatChoice:
+        return ChatChoice(message=AssistantMessage(content=result.text), finish_reason=result.finish_reason)
+
+
+class _Chunk(ResponseHeader):
+    """A stream chunk. The last one, sent when `stream_options.include_usage` is set, has no
+    choices and carries usage and speculative; the others leave those two out."""
+
+    choices: list
+    usage: Usage | None = None
+    speculative: dict[str, Any] | None = None
+
+    @model_serializer(mode="wrap")
+    def _usage_only_on_the_last(self, handler: Any) -> dict[str, Any]:
+        data = handler(self)
+        if self.usage is None:
+            del data["usage"], data["speculative"]
+        return data
+
+    @classmethod
+    def of_text(
+        cls, rid: str, model: str, text: str | None, finish_reason: str | None = None, first: bool = False
+    ) -> _Chunk:
+        """A chunk adding `text` (None: none, as in the chunk that only says why the stream ended);
+        first: the stream's first chunk."""
+        return cls(id=rid, model=model, choices=[cls.choice(text, finish_reason, first)])
+
+    @classmethod
+    def usage_chunk(cls, rid: str, model: str, result: GenerationResult, method: str) -> _Chunk:
+        """The last chunk when the client asked for usage: no choices, usage and speculative filled in."""
+        usage, metrics = Usage.of(result), speculative(result, method)
+        return cls(id=rid, model=model, choices=[], usage=usage, speculative=metrics)
+
+    @staticmethod
+    def choice(text: str | None, finish_reason: str | None, first: bool) -> BaseModel:
+        """The chunk's one choice (each kind of chunk builds its own)."""
+        raise NotImplementedError
+
+
+class CompletionChunk(_Chunk):
+    object: Literal["text_completion"] = "text_completion"
+    choices: list[TextChoice]
+
+    @staticmethod
+    def choice(text: str | None, finish_reason: str | None, first: bool) -> TextChoice:
+        return TextChoice(text=text or "", finish_reason=finish_reason)
+
+
+class ChatCompletionChunk(_Chunk):
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    choices: list[ChatChunkChoice]
+
+    @staticmethod
+    def choice(text: str | None, finish_reason: str | None, first: bool) -> ChatChunkChoice:
+        delta = Delta(role="assistant" if first else None, content=text)
+        return ChatChunkChoice(delta=delta, finish_reason=finish_reason)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """What differs between the two generation routes' answers: the response id prefix, the
+    response and chunk models, and the max_tokens of a request that gives none (None: the
+    server's `default_max_tokens`)."""
+
+    id_prefix: str
+    response: type[CompletionResponse] | type[ChatCompletionResponse]
+    chunk: type[CompletionChunk] | type[ChatCompletionChunk]
+    default_max_tokens: int | None = None
+
+    def new_id(self) -> str:
+        return f"{self.id_prefix}-{uuid.uuid4().hex[:24]}"
+
+
+COMPLETIONS = Endpoint("cmpl", CompletionResponse, CompletionChunk, COMPLETIONS_DEFAULT_MAX_TOKENS)
+CHAT_COMPLETIONS = Endpoint("chatcmpl", ChatCompletionResponse, ChatCompletionChunk)
