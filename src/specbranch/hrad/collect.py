@@ -18,6 +18,7 @@ from specbranch.config import GenerationConfig, ParallelConfig, SamplingParams, 
 from specbranch.datasets import BenchPrompt
 from specbranch.engine import Engine, encode_prompt
 from specbranch.errors import SpecBranchError
+from specbranch.hrad.classes import HradClass
 from specbranch.hrad.data import DataWriter
 from specbranch.hrad.features import DEFAULT_LAYERS, feature_dim
 from specbranch.hrad.keeper import LabelRecorder
@@ -86,5 +87,5 @@ def collect(
         "prompts": len(prompts) - skipped,
         "skipped_already_collected": skipped,
         "samples": sum(labels.values()),
-        "labels": {name: labels[i] for i, name in enumerate(("none", "partial", "all"))},
+        "labels": {c.short: labels[c] for c in HradClass},
     }
