@@ -154,8 +154,7 @@ class Engine:
 
     def alive(self) -> bool:
         """False once a worker process of this engine has died (rebuild the engine then)."""
-        link = getattr(self.decoder, "link", None)
-        return link is None or getattr(link, "alive", lambda: True)()
+        return self.decoder.alive()
 
     def __enter__(self) -> Engine:
         return self
@@ -198,11 +197,7 @@ class Engine:
                 yield Chunk(tracker.release(final=False), chunk)
         metrics.wall_seconds = time.perf_counter() - start
         metrics.new_tokens = len(new)
-        metrics.target_busy_seconds, metrics.draft_busy_seconds = self.decoder.busy_seconds()
-        _, metrics.draft_forwards = self.decoder.forwards()
-        cost = getattr(self.decoder, "cost", None)
-        if cost is not None:
-            metrics.cost_ratio, metrics.draft_length = cost.ratio, self.decoder.policy.base_length
+        self.decoder.report(metrics)
         result = GenerationResult(tracker.text, new, finish, len(prompt_ids), metrics)
         yield Chunk(tracker.release(final=True), chunk, result)
 

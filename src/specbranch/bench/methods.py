@@ -95,9 +95,7 @@ class EngineRunner:
         return RunRecord(result.token_ids, result.text, result.metrics.wall_seconds, result.metrics.to_dict())
 
     def worker_pid(self) -> int | None:
-        link = getattr(self.engine.decoder, "link", None)
-        process = getattr(link, "process", None)
-        return process.pid if process is not None else None
+        return self.engine.decoder.worker_pid()
 
     def close(self) -> None:
         self.engine.close()

@@ -7,7 +7,7 @@ Loop: one target forward per token on the KV cache, sample from the processed di
 from __future__ import annotations
 
 from specbranch.config import SamplingParams
-from specbranch.metrics import RoundStats
+from specbranch.metrics import GenerationMetrics, RoundStats
 from specbranch.runner import CachedModel
 from specbranch.sampling import make_generator, process_logits, sample
 
@@ -27,11 +27,14 @@ class AutoregressiveDecoder:
         p = process_logits(self.target.logits_for(seq, 1)[0], self.sampling)  # [V]
         return RoundStats(committed=[sample(p, self.generator)])
 
-    def busy_seconds(self) -> tuple[float, float]:
-        return self.target.busy_seconds, 0.0
+    def report(self, metrics: GenerationMetrics) -> None:
+        metrics.target_busy_seconds = self.target.busy_seconds
 
-    def forwards(self) -> tuple[int, int]:
-        return self.target.forwards, 0
+    def alive(self) -> bool:
+        return True
+
+    def worker_pid(self) -> int | None:
+        return None
 
     def close(self) -> None:
         pass

@@ -5,7 +5,7 @@ A decoder owns its models' caches and random generators for one request. The dri
 round, where seq is the committed sequence so far (prompt + generated) and budget the number
 of tokens still wanted. A step runs exactly one verifying target forward and returns the
 round's committed tokens (at least one) with its statistics. The driver truncates at EOS,
-stop strings and the budget.
+stop strings and the budget, then asks the decoder to `report` what only it knows.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from specbranch.config import SamplingParams
-from specbranch.metrics import RoundStats
+from specbranch.metrics import GenerationMetrics, RoundStats
 
 
 class Decoder(Protocol):
@@ -25,11 +25,15 @@ class Decoder(Protocol):
     def step(self, seq: list[int], budget: int) -> RoundStats:
         """Run one round on the committed sequence; return what it committed."""
 
-    def busy_seconds(self) -> tuple[float, float]:
-        """(target, draft) time spent in forwards since start."""
+    def report(self, metrics: GenerationMetrics) -> None:
+        """Fill in the request's figures only the decoder knows: busy seconds of both sides, draft
+        forwards, and for the parallel methods the measured cost ratio c and the branch length."""
 
-    def forwards(self) -> tuple[int, int]:
-        """(target, draft) forward counts since start."""
+    def alive(self) -> bool:
+        """False once a worker process this decoder relies on has died (rebuild it then)."""
+
+    def worker_pid(self) -> int | None:
+        """The draft worker's process id (None: no worker)."""
 
     def close(self) -> None:
         """Release workers or other resources (no-op for in-process decoders)."""

@@ -30,8 +30,7 @@ import time
 from typing import NamedTuple, Protocol
 
 from specbranch.config import SamplingParams
-from specbranch.metrics import RoundStats
-from specbranch.probe import CostRatio
+from specbranch.metrics import GenerationMetrics, RoundStats
 from specbranch.runner import CachedModel
 from specbranch.sampling import make_generator, process_logits
 from specbranch.transport.messages import Decision, DraftLink, DraftRequest, Proposal
@@ -94,9 +93,9 @@ class ParallelDecoder:
     draft_sampling: "sample" drafts x ~ q (rules 1 and 4, q rows cross over) or "greedy"
     drafts argmax/top-k (rules 2 and 3, only token ids cross over). At temperature 0 the
     deterministic rules are always used. draft_policy: (spec, gamma, cap) of a draft-length
-    policy run on the draft side under the method's own cap (spec None: none). cost: the
-    measured cost ratio (reported). keeper: H-RAD (None: keep the whole surviving branch,
-    which the draft already cut at its confidence epsilon).
+    policy run on the draft side under the method's own cap (spec None: none). cost_ratio: the
+    measured cost ratio c (reported; 0 when not measured). keeper: H-RAD (None: keep the whole
+    surviving branch, which the draft already cut at its confidence epsilon).
     """
 
     def __init__(
@@ -106,10 +105,10 @@ class ParallelDecoder:
         policy: BranchPolicy,
         draft_sampling: str,
         draft_policy: tuple[str | None, int, int],
-        cost: CostRatio | None = None,
+        cost_ratio: float = 0.0,
         keeper: BranchKeeper | None = None,
     ) -> None:
-        self.target, self.link, self.policy, self.cost = target, link, policy, cost
+        self.target, self.link, self.policy, self.cost_ratio = target, link, policy, cost_ratio
         self.draft_sampling, self.draft_policy = draft_sampling, draft_policy
         self.draft_busy, self.draft_forwards = 0.0, 0
         self.keeper = keeper
@@ -190,11 +189,16 @@ class ParallelDecoder:
             hrad_seconds=cut.seconds,
         )
 
-    def busy_seconds(self) -> tuple[float, float]:
-        return self.target.busy_seconds, self.draft_busy
+    def report(self, metrics: GenerationMetrics) -> None:
+        metrics.target_busy_seconds, metrics.draft_busy_seconds = self.target.busy_seconds, self.draft_busy
+        metrics.draft_forwards = self.draft_forwards
+        metrics.cost_ratio, metrics.draft_length = self.cost_ratio, self.policy.base_length
 
-    def forwards(self) -> tuple[int, int]:
-        return self.target.forwards, self.draft_forwards
+    def alive(self) -> bool:
+        return self.link.alive()
+
+    def worker_pid(self) -> int | None:
+        return self.link.worker_pid()
 
     def close(self) -> None:
         self.link.close()

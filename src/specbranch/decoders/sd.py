@@ -17,7 +17,7 @@ import time
 import torch
 
 from specbranch.config import SamplingParams, SpeculativeConfig
-from specbranch.metrics import RoundStats
+from specbranch.metrics import GenerationMetrics, RoundStats
 from specbranch.policies import DraftPolicy, RoundFeedback
 from specbranch.runner import CachedModel
 from specbranch.sampling import make_generator, process_logits, sample
@@ -80,11 +80,16 @@ class SpeculativeDecoder:
             drafted_total=len(tokens),
         )
 
-    def busy_seconds(self) -> tuple[float, float]:
-        return self.target.busy_seconds, self.draft.busy_seconds
+    def report(self, metrics: GenerationMetrics) -> None:
+        metrics.target_busy_seconds = self.target.busy_seconds
+        metrics.draft_busy_seconds = self.draft.busy_seconds
+        metrics.draft_forwards = self.draft.forwards
 
-    def forwards(self) -> tuple[int, int]:
-        return self.target.forwards, self.draft.forwards
+    def alive(self) -> bool:
+        return True
+
+    def worker_pid(self) -> int | None:
+        return None
 
     def close(self) -> None:
         pass

@@ -130,4 +130,5 @@ def build_parallel(
         PearlPolicy(length) if method == "pearl" else SpecBranchPolicy(config.k_max, config.epsilon, length)
     )
     draft_policy = (spec.draft_policy, spec.gamma, length)
-    return ParallelDecoder(target, link, policy, spec.draft_sampling, draft_policy, cost, keeper)
+    ratio = cost.ratio if cost else 0.0
+    return ParallelDecoder(target, link, policy, spec.draft_sampling, draft_policy, ratio, keeper)
