@@ -25,11 +25,11 @@ import argparse
 from specbranch import load_pair
 from specbranch.config import GenerationConfig, ParallelConfig, SpeculativeConfig
 from specbranch.datasets import load_dataset
-from specbranch.decoders import build_parallel
 from specbranch.decoders.parallel import ParallelDecoder
 from specbranch.engine import Engine, encode_prompt
 from specbranch.hrad.classes import HradClass
 from specbranch.hrad.keeper import keep_confident
+from specbranch.runtime import build_parallel
 
 
 class OracleKeeper:

@@ -18,6 +18,8 @@ from specbranch.cli.options import (
     sampling_from_args,
 )
 from specbranch.config import ParallelConfig
+from specbranch.hrad.classes import HradClass
+from specbranch.hrad.train import TrainConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -62,26 +64,7 @@ def _register_train(sub: argparse._SubParsersAction) -> None:
     )
     ht.add_argument("data", nargs="+", help="data files from `specbranch hrad collect` (same model pair)")
     ht.add_argument("--out", required=True, help="predictor file to write")
-    ht.add_argument(
-        "--hidden", type=int, nargs=2, default=[64, 32], metavar=("H1", "H2"),
-        help="hidden widths (default 64 32)",
-    )
-    ht.add_argument(
-        "--dropout", type=float, default=0.2, help="dropout after each hidden layer (default 0.2)"
-    )
-    ht.add_argument("--epochs", type=int, default=60, help="passes over the training split (default 60)")
-    ht.add_argument("--batch-size", type=int, default=64, help="minibatch size (default 64)")
-    ht.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (default 1e-3)")
-    ht.add_argument("--weight-decay", type=float, default=1e-2, help="AdamW weight decay (default 0.01)")
-    ht.add_argument(
-        "--val-fraction", type=float, default=0.2, help="share of each class held out (default 0.2)"
-    )
-    ht.add_argument("--seed", type=int, default=0, help="split and initialisation seed (default 0)")
-    ht.add_argument(
-        "--modes", nargs="+", choices=["greedy", "sampled"], default=["greedy", "sampled"],
-        help="decoding modes the predictor acts in; in the others H-RAD stays off as with --hrad none "
-        "(default: both). Restrict it where the benchmark shows H-RAD does not pay in a mode",
-    )
+    add_config_options(ht, TrainConfig)
     ht.set_defaults(func=run_train)
 
 
@@ -100,15 +83,11 @@ def run_collect(args: argparse.Namespace) -> int:
 
 def run_train(args: argparse.Namespace) -> int:
     from specbranch.hrad.data import read_data
-    from specbranch.hrad.predictor import CLASSES
-    from specbranch.hrad.train import TrainConfig, train_predictor
+    from specbranch.hrad.train import train_predictor
 
     header, features, labels, sampled = read_data(args.data)
-    config = TrainConfig(
-        tuple(args.hidden), args.dropout, args.epochs, args.batch_size, args.lr, args.weight_decay,
-        args.val_fraction, args.seed, tuple(args.modes),
-    )
-    counts = [int((labels == c).sum()) for c in range(len(CLASSES))]
+    config = config_from_args(TrainConfig, args)
+    counts = [int((labels == c).sum()) for c in HradClass]
     print(f"{len(labels)} samples, {features.shape[1]} features; classes {counts}", file=sys.stderr)
     names = [os.path.basename(p) for p in args.data]
     predictor = train_predictor(features, labels, header, config, names, sampled)
@@ -121,7 +100,6 @@ def run_train(args: argparse.Namespace) -> int:
 def print_validation(meta) -> None:
     """Validation accuracy, the confusion matrices (all, and per decoding mode), what acts where."""
     from specbranch.hrad.keeper import trusted_for_mode
-    from specbranch.hrad.predictor import CLASSES
 
     print(f"validation ({meta.val_samples} samples): accuracy {meta.val_accuracy:.3f}")
     tables = {"all": meta.val_confusion}
@@ -129,9 +107,9 @@ def print_validation(meta) -> None:
         tables.update(meta.val_confusion_by_mode)
     for name, confusion in tables.items():
         print(f"confusion matrix, {name} (rows: true class, columns: predicted):")
-        print(f"  {'':>44s} " + " ".join(f"{c:>6d}" for c in range(len(CLASSES))))
-        for c, row in enumerate(confusion):
-            print(f"  {c} {CLASSES[c]:>42s} " + " ".join(f"{n:>6d}" for n in row))
+        print(f"  {'':>44s} " + " ".join(f"{c:>6d}" for c in HradClass))
+        for c, row in zip(HradClass, confusion, strict=True):
+            print(f"  {c:d} {c.description:>42s} " + " ".join(f"{n:>6d}" for n in row))
     for mode in meta.val_confusion_by_mode:
         acted = [str(c) for c, ok in enumerate(trusted_for_mode(meta, mode == "greedy")) if ok]
         if acted:

@@ -32,7 +32,7 @@ def _argparse_kind(hint: Any) -> dict:
     args = [a for a in typing.get_args(hint) if a is not type(None)]
     if typing.get_origin(hint) is typing.Literal:
         return {"choices": list(args)}
-    if args and typing.get_origin(hint) is not tuple:  # X | None
+    if args:  # X | None, or tuple[X, ...] (its nargs come with the field's metadata)
         return _argparse_kind(args[0])
     if hint is bool:
         return {"action": "store_true"}
@@ -53,10 +53,10 @@ def add_config_options(
             continue
         if names is not None and f.name not in names:
             continue
-        extra = {k: v for k, v in f.metadata.items() if k in ("metavar",)}
+        extra = {k: v for k, v in f.metadata.items() if k in ("metavar", "nargs", "choices")}
         kind = _argparse_kind(hints[f.name])
         default = f.default if f.default is not MISSING else None
-        shown = "" if default is None or default is False or default == () else f" (default {default})"
+        shown = "" if default is None or default is False or default == () else f" (default {_text(default)})"
         group.add_argument(
             flag(f.name),
             default=argparse.SUPPRESS if given_only else default,
@@ -66,9 +66,15 @@ def add_config_options(
         )
 
 
+def _text(default: Any) -> str:
+    return " ".join(map(str, default)) if isinstance(default, tuple) else str(default)
+
+
 def config_from_args(cls: type, args: argparse.Namespace, **overrides: Any) -> Any:
-    """An instance of `cls` from the options of its fields found in `args` (plus overrides)."""
+    """An instance of `cls` from the options of its fields found in `args` (plus overrides);
+    list values (nargs options) become the tuples the dataclass holds."""
     values = {f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)}
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
     return cls(**(values | overrides))
 
 

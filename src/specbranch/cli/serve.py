@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from specbranch.cli.options import (
+    add_config_options,
     add_method_options,
     add_model_options,
     config_from_args,
@@ -13,8 +14,8 @@ from specbranch.cli.options import (
     method_options,
 )
 from specbranch.config import SpeculativeConfig
-from specbranch.errors import SpecBranchError
 from specbranch.models.builtin import DEFAULT_PAIR
+from specbranch.server.app import ServerConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -31,21 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--served-model-name",
         help="the model id clients send (default: specbranch/PAIR, or the --target path)",
     )
-    serve.add_argument(
-        "--max-queue", type=int, default=32, help="requests that may wait while one runs (default 32)"
-    )
-    serve.add_argument(
-        "--request-timeout",
-        type=float,
-        default=300.0,
-        help="seconds from arrival after which a request is abandoned with 504 (default 300)",
-    )
-    serve.add_argument(
-        "--default-max-tokens",
-        type=int,
-        default=256,
-        help="max_tokens of chat requests that give none (completions default to 16, as OpenAI's)",
-    )
+    add_config_options(serve, ServerConfig)
     serve.add_argument(
         "--log-level",
         default="info",
@@ -61,15 +48,13 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from specbranch.engine import Engine
-    from specbranch.server import ServerConfig, create_app
+    from specbranch.server import create_app
 
-    if args.max_queue < 1 or args.request_timeout <= 0 or args.default_max_tokens < 1:
-        raise SpecBranchError("--max-queue must be >= 1, --request-timeout > 0, --default-max-tokens >= 1")
+    name = args.served_model_name or (args.target or f"specbranch/{args.pair or DEFAULT_PAIR}")
+    config = config_from_args(ServerConfig, args, model_name=name)
     spec = config_from_args(SpeculativeConfig, args)
     options = method_options(args)
     pair = load_from_args(args, draft_needed=args.method != "ar")
-    name = args.served_model_name or (args.target or f"specbranch/{args.pair or DEFAULT_PAIR}")
-    config = ServerConfig(name, args.method, args.max_queue, args.request_timeout, args.default_max_tokens)
     app = create_app(pair, lambda: Engine(pair, args.method, spec, **options), config)
     url = f"http://{args.host}:{args.port}/v1"
     print(f"serving {name!r} with --method {args.method} on {url}", file=sys.stderr)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from specbranch.config import option
 from specbranch.errors import SpecBranchError
 from specbranch.hrad.classes import HradClass
 from specbranch.hrad.predictor import MODES, HRadMLP, Predictor, PredictorMeta
@@ -26,15 +27,21 @@ class TrainConfig:
     """hidden: the two hidden widths; val_fraction: share of each class held out for validation;
     modes: the decoding modes the predictor will act in (`PredictorMeta.modes`)."""
 
-    hidden: tuple[int, int] = (64, 32)
-    dropout: float = 0.2
-    epochs: int = 60
-    batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 1e-2
-    val_fraction: float = 0.2
-    seed: int = 0
-    modes: tuple[str, ...] = MODES
+    hidden: tuple[int, int] = option((64, 32), "hidden widths", nargs=2, metavar=("H1", "H2"))
+    dropout: float = option(0.2, "dropout after each hidden layer")
+    epochs: int = option(60, "passes over the training split")
+    batch_size: int = option(64, "minibatch size")
+    lr: float = option(1e-3, "AdamW learning rate")
+    weight_decay: float = option(1e-2, "AdamW weight decay")
+    val_fraction: float = option(0.2, "share of each class held out")
+    seed: int = option(0, "split and initialisation seed")
+    modes: tuple[str, ...] = option(
+        MODES,
+        "decoding modes the predictor acts in; in the others H-RAD stays off as with --hrad none. "
+        "Restrict it where the benchmark shows H-RAD does not pay in a mode",
+        nargs="+",
+        choices=MODES,
+    )
 
     def __post_init__(self) -> None:
         if not self.modes or set(self.modes) - set(MODES):

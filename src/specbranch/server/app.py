@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from specbranch.config import option
 from specbranch.engine import Chunk, Engine, encode_prompt
 from specbranch.errors import SpecBranchError
 from specbranch.models import ModelPair
@@ -56,9 +57,17 @@ class ServerConfig:
 
     model_name: str
     method: str
-    max_queue: int = 32
-    request_timeout: float = 300.0
-    default_max_tokens: int = 256
+    max_queue: int = option(32, "requests that may wait while one runs")
+    request_timeout: float = option(300.0, "seconds from arrival after which a request is abandoned with 504")
+    default_max_tokens: int = option(
+        256, "max_tokens of chat requests that give none (completions default to 16, as OpenAI's)"
+    )
+
+    def __post_init__(self) -> None:
+        if self.max_queue < 1 or self.request_timeout <= 0 or self.default_max_tokens < 1:
+            raise SpecBranchError(
+                "--max-queue must be >= 1, --request-timeout > 0, --default-max-tokens >= 1"
+            )
 
 
 def create_app(pair: ModelPair, make_engine: Callable[[], Engine], config: ServerConfig) -> FastAPI:
