@@ -1,7 +1,7 @@
 """The two-process transport: the draft in its own spawned process, the target in the caller's.
 
 The caller (target side, where verification is decided) spawns one draft worker
-(`python -m specbranch.transport.process SETTINGS_JSON`) and talks to it over a
+(`python -m specbranch.transport SETTINGS_JSON`, see `__main__.py`) and talks to it over a
 `torch.distributed` process group of two ranks: gloo on CPU, NCCL when both sides sit on
 different CUDA devices. The group is built from its own TCP store, so several engines (each
 with a worker) can coexist in one process.
@@ -212,7 +212,7 @@ class WorkerLink:
             "port": store.port,
             "backend": backend,
         }
-        command = [sys.executable, "-m", "specbranch.transport.process", json.dumps(settings)]
+        command = [sys.executable, "-m", "specbranch.transport", json.dumps(settings)]
         self.process = subprocess.Popen(command)
         self._finalizer = weakref.finalize(self, _kill, self.process, self.model_file)
         self._wait_ready(store, options.startup_timeout)
@@ -295,9 +295,3 @@ class WorkerLink:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.wait(5)
         self._finalizer()
-
-
-if __name__ == "__main__":
-    _settings = json.loads(sys.argv[1])
-    _settings["options"] = WorkerOptions(**_settings["options"])
-    draft_worker_main(**_settings)
