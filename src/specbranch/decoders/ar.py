@@ -7,12 +7,13 @@ Loop: one target forward per token on the KV cache, sample from the processed di
 from __future__ import annotations
 
 from specbranch.config import SamplingParams
+from specbranch.decoders.base import InProcessDecoder
 from specbranch.metrics import GenerationMetrics, RoundStats
 from specbranch.runner import CachedModel
 from specbranch.sampling import make_generator, process_logits, sample
 
 
-class AutoregressiveDecoder:
+class AutoregressiveDecoder(InProcessDecoder):
     """Plain KV-cached sampling from the target."""
 
     def __init__(self, target: CachedModel) -> None:
@@ -29,12 +30,3 @@ class AutoregressiveDecoder:
 
     def report(self, metrics: GenerationMetrics) -> None:
         metrics.target_busy_seconds = self.target.busy_seconds
-
-    def alive(self) -> bool:
-        return True
-
-    def worker_pid(self) -> int | None:
-        return None
-
-    def close(self) -> None:
-        pass

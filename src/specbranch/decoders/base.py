@@ -37,3 +37,17 @@ class Decoder(Protocol):
 
     def close(self) -> None:
         """Release workers or other resources (no-op for in-process decoders)."""
+
+
+class InProcessDecoder:
+    """The `Decoder` methods of a decoder that runs wholly in the caller's process: always
+    alive, no worker, nothing to release."""
+
+    def alive(self) -> bool:
+        return True
+
+    def worker_pid(self) -> int | None:
+        return None
+
+    def close(self) -> None:
+        pass

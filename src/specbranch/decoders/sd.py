@@ -17,6 +17,7 @@ import time
 import torch
 
 from specbranch.config import SamplingParams, SpeculativeConfig
+from specbranch.decoders.base import InProcessDecoder
 from specbranch.metrics import GenerationMetrics, RoundStats
 from specbranch.policies import DraftPolicy, RoundFeedback
 from specbranch.runner import CachedModel
@@ -24,7 +25,7 @@ from specbranch.sampling import make_generator, process_logits, sample
 from specbranch.verify import verify_deterministic_block, verify_sampled_block
 
 
-class SpeculativeDecoder:
+class SpeculativeDecoder(InProcessDecoder):
     """Draft-then-verify; a draft-length policy decides how long to draft.
 
     max_length: the context window; drafting stops early so no position exceeds it.
@@ -84,12 +85,3 @@ class SpeculativeDecoder:
         metrics.target_busy_seconds = self.target.busy_seconds
         metrics.draft_busy_seconds = self.draft.busy_seconds
         metrics.draft_forwards = self.draft.forwards
-
-    def alive(self) -> bool:
-        return True
-
-    def worker_pid(self) -> int | None:
-        return None
-
-    def close(self) -> None:
-        pass
