@@ -13,6 +13,8 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from specbranch.config import GenerationConfig
+from specbranch.hrad.features import feature_dim
+from specbranch.hrad.predictor import HRadMLP, Predictor, PredictorMeta, pair_identity
 from specbranch.models import ModelPair
 from specbranch.sampling import process_logits
 
@@ -113,3 +115,14 @@ def save_tiny_model_dir(path, seed: int, chars: str = CHARS, max_positions: int 
     model.to(torch.float32).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return str(path)
+
+
+def forced_predictor(pair, layers: int, label: int) -> Predictor:
+    """A predictor that always answers `label` (its last layer is a constant)."""
+    dim = feature_dim(pair.target.config.hidden_size, layers)
+    mlp = HRadMLP(dim, (4, 4), 0.0)
+    with torch.no_grad():
+        mlp.net[-1].weight.zero_()
+        mlp.net[-1].bias.zero_()
+        mlp.net[-1].bias[label] = 1.0
+    return Predictor(mlp, PredictorMeta(pair.name, pair_identity(pair), layers, dim, (4, 4), 0.0))

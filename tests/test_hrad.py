@@ -13,6 +13,7 @@ import json
 import pytest
 import torch
 from helpers import (
+    forced_predictor,
     make_pair,
     perturbed,
     processed_distribution,
@@ -38,7 +39,7 @@ from specbranch.hrad.keeper import (
     trusted_classes,
     trusted_for_mode,
 )
-from specbranch.hrad.predictor import HRadMLP, Predictor, PredictorMeta, pair_identity
+from specbranch.hrad.predictor import Predictor, PredictorMeta, pair_identity
 from specbranch.hrad.train import TrainConfig, confusion_matrix, train_predictor
 from specbranch.runner import CachedModel
 from specbranch.runtime import build_parallel
@@ -62,17 +63,6 @@ def separable(n: int, dim: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     centers = torch.randn(3, dim, generator=gen) * 3
     features = centers[labels] + torch.randn(n, dim, generator=gen) + 100.0
     return features, labels
-
-
-def forced_predictor(pair, layers: int, label: int) -> Predictor:
-    """A predictor that always answers `label` (its last layer is a constant)."""
-    dim = feature_dim(pair.target.config.hidden_size, layers)
-    mlp = HRadMLP(dim, (4, 4), 0.0)
-    with torch.no_grad():
-        mlp.net[-1].weight.zero_()
-        mlp.net[-1].bias.zero_()
-        mlp.net[-1].bias[label] = 1.0
-    return Predictor(mlp, PredictorMeta(pair.name, pair_identity(pair), layers, dim, (4, 4), 0.0))
 
 
 def engine_with(

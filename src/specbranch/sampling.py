@@ -3,13 +3,33 @@
 `process_logits` turns raw logits into the *processed* distribution: temperature, then top-k,
 then top-p. Draft and target always go through the same function with the same parameters, so
 verification compares like with like.
+
+All randomness of decoding goes through two functions: `sample` (a token from a distribution)
+and `uniform` (one uniform in [0, 1) for one accept/reject test), drawing from a per-request
+`torch.Generator` (`make_generator`). Both also accept any `RandomSource` (an object with
+`choice` and `uniform`): the test suite's enumerating oracle is one, which runs a generation once
+per combination of random outcomes to compute its exact output distribution.
 """
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import torch
 
 from specbranch.config import SamplingParams
+
+
+class RandomSource(Protocol):
+    """A source of decoding randomness other than a torch.Generator (see the module docstring).
+
+    choice(probs): a token id drawn from a [V] distribution; uniform(): a value u in [0, 1)
+    that is only ever compared with a threshold (`u < a` or `u >= a`).
+    """
+
+    def choice(self, probs: torch.Tensor) -> int: ...
+
+    def uniform(self) -> object: ...
 
 
 def process_logits(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
@@ -36,9 +56,18 @@ def process_logits(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor
     return logits.softmax(-1)
 
 
-def sample(probs: torch.Tensor, generator: torch.Generator) -> int:
+def sample(probs: torch.Tensor, generator: torch.Generator | RandomSource) -> int:
     """One token id drawn from a [V] distribution with the given generator."""
+    if not isinstance(generator, torch.Generator):
+        return generator.choice(probs)
     return int(torch.multinomial(probs, 1, generator=generator).item())
+
+
+def uniform(generator: torch.Generator | RandomSource) -> float:
+    """One fresh uniform in [0, 1) for one accept/reject test (never reuse it for another)."""
+    if not isinstance(generator, torch.Generator):
+        return generator.uniform()
+    return float(torch.rand((), generator=generator))
 
 
 def make_generator(seed: int, stream: str) -> torch.Generator:

@@ -18,11 +18,7 @@ from typing import Protocol
 
 import torch
 
-from specbranch.sampling import sample
-
-
-def _uniform(generator: torch.Generator) -> float:
-    return float(torch.rand((), generator=generator))
+from specbranch.sampling import sample, uniform
 
 
 def residual(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
@@ -52,7 +48,7 @@ def first_rejection_sampled(
     or None when all n tokens are accepted.
     """
     for i, token in enumerate(tokens):
-        if _uniform(generator) >= sampled_accept_probability(p[i], q[i], token):
+        if uniform(generator) >= sampled_accept_probability(p[i], q[i], token):
             return i, sample(residual(p[i], q[i]), generator)
     return len(tokens), None
 
@@ -120,7 +116,7 @@ def verify_sampled_roots(
     """
     r = p_b
     for i, root in enumerate(roots):
-        if _uniform(generator) < sampled_accept_probability(r, q_b, root):
+        if uniform(generator) < sampled_accept_probability(r, q_b, root):
             return i, root
         r = residual(r, q_b)
     return None, sample(r, generator)
