@@ -22,6 +22,12 @@ The draft is reached through a `DraftLink` (`specbranch.transport`). The KV cach
 implicitly: the target's via `CachedModel.logits_for` (crop to the common prefix), the draft's
 when it applies the next decision. The round's statistics are filled from its verdict, in one
 place (`_stats`).
+
+A round that fails leaves nothing stale: between step 1 and step 3 the draft's reply is
+drained (`DraftLink.drain`) before the error propagates, and a link that cannot be kept in
+step closes itself (`alive()` False, its owner rebuilds it). Outside that window the link is
+in step, between rounds included (a caller that stops asking for rounds leaves no reply
+behind), and the next `start` resets both sides.
 """
 
 from __future__ import annotations
@@ -139,8 +145,15 @@ class ParallelDecoder:
         max_len = max(1, min(self.policy.draft_length(), budget - len(pending)))
         self.link.send(Decision(seq[self.told :], pending, self.branch, max_len, *self.last))
         self.told = len(seq)
-        logits = self.target.logits_for(seq + pending, len(pending) + 1)
-        p = process_logits(logits, self.sampling)  # [|U|+1, V]
+        try:
+            logits = self.target.logits_for(seq + pending, len(pending) + 1)
+            p = process_logits(logits, self.sampling)  # [|U|+1, V]
+        except BaseException:
+            # The draft answers this decision whatever happens here. Left unread, its proposal
+            # puts the link out of step for the next request (a stale first proposal; over gloo,
+            # a send that blocks until the worker counts as hung): drop it, or close the link.
+            self.link.drain()
+            raise
         proposal = self.link.receive()
         self.draft_busy, self.draft_forwards = proposal.busy_seconds, proposal.forwards
         verdict = decide_round(p, pending, proposal, self.sampled, self.verify_gen)

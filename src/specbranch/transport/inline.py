@@ -29,6 +29,9 @@ class InlineLink:
         assert self.decision is not None, "send a decision first"
         return self.drafter.round(self.decision)
 
+    def drain(self) -> None:
+        self.decision = None  # the drafter drafts only when asked: nothing is in flight
+
     def alive(self) -> bool:
         return True
 

@@ -100,6 +100,10 @@ class DraftLink(Protocol):
     def receive(self) -> Proposal:
         """Wait for the draft's proposal for this round."""
 
+    def drain(self) -> None:
+        """Drop the proposal of a round that failed after `send`: afterwards the link is ready
+        for the next request, or closed (`alive()` False) where the reply could not be read."""
+
     def alive(self) -> bool:
         """Whether the draft side can still serve rounds."""
 

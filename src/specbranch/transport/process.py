@@ -10,8 +10,10 @@ Only decisions and tokens cross the boundary, plus the draft probability rows ru
 need when drafting is sampled. Each message is a `codec.Frame` sent as a fixed header, then its
 int64 values, float64 values and float32 rows (`_Channel`). Every receive on the caller's side
 is bounded by `timeout`: a worker that dies surfaces at once (the connection closes), one that
-hangs after `timeout` seconds, both as `WorkerError`. `close()` stops the worker and reaps it; a
-finalizer kills it if the caller forgets.
+hangs after `timeout` seconds, both as `WorkerError`. A failed or interrupted transfer aborts the
+link (a half-moved frame would leave it out of step), and so does a `drain()` that cannot read
+the reply it drops. `close()` stops the worker and reaps it; a finalizer kills it if the caller
+forgets.
 """
 
 from __future__ import annotations
@@ -242,6 +244,9 @@ class WorkerLink:
             frame = self.channel.recv()
         except Exception as exc:  # gloo raises RuntimeError/DistBackendError on close or timeout
             raise self._failure(exc) from exc
+        except BaseException:  # interrupted (KeyboardInterrupt), maybe mid-frame: out of step
+            self._abort()
+            raise
         if frame.kind == Kind.ERROR:
             self._abort()
             raise WorkerError("the draft worker failed:\n" + decode_error(frame))
@@ -265,6 +270,9 @@ class WorkerLink:
             self.channel.send(frame)
         except Exception as exc:
             raise self._failure(exc) from exc
+        except BaseException:  # interrupted, maybe mid-frame: out of step
+            self._abort()
+            raise
 
     def start(self, request: DraftRequest) -> None:
         self._send(encode_request(request))
@@ -274,6 +282,11 @@ class WorkerLink:
 
     def receive(self) -> Proposal:
         return decode_proposal(self._expect(Kind.PROPOSAL))
+
+    def drain(self) -> None:
+        """Read and drop the proposal in flight (within `timeout`)."""
+        with contextlib.suppress(WorkerError):  # `_expect` aborted the link: `alive()` is False
+            self._expect(Kind.PROPOSAL)
 
     def alive(self) -> bool:
         """Whether the worker process runs and the link to it is intact."""
