@@ -10,11 +10,17 @@ import signal
 import time
 
 import pytest
+import torch
 from helpers import make_pair, perturbed, tiny_model
 
 from specbranch.config import GenerationConfig, SamplingParams, SpeculativeConfig
+from specbranch.decoders.drafter import BranchDrafter
 from specbranch.engine import Engine
 from specbranch.errors import WorkerError
+from specbranch.runner import CachedModel
+from specbranch.transport.inline import InlineLink
+from specbranch.transport.messages import Decision, DraftRequest
+from specbranch.transport.process import WorkerLink, WorkerOptions
 
 TARGET = tiny_model(seed=1)
 PAIR = make_pair(TARGET, perturbed(TARGET, 0.01, seed=2))
@@ -101,3 +107,30 @@ def test_engine_reports_the_measured_cost_ratio():
         metrics = engine.generate(PROMPT, GenerationConfig(max_new_tokens=10)).metrics
     assert metrics.cost_ratio > 0
     assert metrics.draft_length == max(1, min(32, round(metrics.cost_ratio)))
+
+
+@pytest.mark.parametrize(
+    "sampling", [SamplingParams(temperature=1.0), SamplingParams(temperature=0.7, top_p=0.8)]
+)
+def test_worker_proposals_equal_the_inline_drafters_bit_for_bit(sampling):
+    """What crosses the process boundary arrives exactly: roots, branches, confidences and the q
+    rows that rules 1 and 4 divide by (a row rounded in transit would bias verification)."""
+    draft = PAIR.draft
+    inline = InlineLink(BranchDrafter(CachedModel(draft, PAIR.vocab_size), PAIR.eos_ids))
+    options = WorkerOptions(threads=torch.get_num_threads())  # same kernels, same rounding as inline
+    worker = WorkerLink(draft, PAIR.vocab_size, PAIR.eos_ids, options, TARGET.device)
+    try:
+        request = DraftRequest(PROMPT, sampling, seed=3, sampled=True, k_max=4, epsilon=0.05)
+        decisions = [Decision(PROMPT, [], -1, 4)]
+        for link in (inline, worker):
+            link.start(request)
+        for _ in range(6):
+            for link in (inline, worker):
+                link.send(decisions[-1])
+            mine, theirs = inline.receive(), worker.receive()
+            assert (mine.branches, mine.confidences) == (theirs.branches, theirs.confidences)
+            assert torch.equal(mine.q_b, theirs.q_b) and torch.equal(mine.q_pending, theirs.q_pending)
+            root, *rest = mine.branches[0]
+            decisions.append(Decision([root], rest, 0, 4))
+    finally:
+        worker.close()
