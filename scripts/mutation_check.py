@@ -1,0 +1,269 @@
+"""Mutation check: does the test suite catch the exactness bugs that others have shipped?
+
+Each mutant is a realistic bug written into a copy of `src/` (the catalogue below: reused
+uniforms, q rows from the wrong pipeline, truncation that peeks at the sampled token or at the
+target, one side ignoring a sampling parameter, argmax instead of sampling, a residual not
+updated, q rows rounded in transit, an off-by-one in the rows H-RAD keeps, branch choice by
+target probability). For each, the exactness tests run against the mutated copy
+(`PYTHONPATH` puts it first; the draft worker process inherits it); a mutant is *killed* when
+they fail. The unmutated copy must pass first. Slow (about a minute per mutant), so it is not
+part of the default test run:
+
+    python scripts/mutation_check.py            # every mutant
+    python scripts/mutation_check.py --list     # the catalogue
+    python scripts/mutation_check.py reuse-uniform-block target-ignores-top-p
+
+Prints one row per mutant (killed or SURVIVED, the first failing test, seconds) and exits 1 if
+any mutant survived.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TESTS = [  # fast rule-level tests first: most mutants die there within seconds
+    "tests/test_verify_rules.py",
+    "tests/test_decide_round.py",
+    "tests/test_transport_codec.py",
+    "tests/test_drafter.py",
+    "tests/test_exact_distribution.py",
+    "tests/test_parallel_runtime.py",
+]
+
+
+@dataclass(frozen=True)
+class Mutant:
+    """A bug: in `path` (under src/specbranch), each `old` text (which must occur exactly once)
+    becomes its `new` text."""
+
+    name: str
+    what: str
+    path: str
+    edits: tuple[tuple[str, str], ...]
+
+
+MUTANTS = [
+    Mutant(
+        "reuse-uniform-block",
+        "one uniform decides every token of a block (PEARL's published defect)",
+        "verify.py",
+        ((
+            "    for i, token in enumerate(tokens):\n        if uniform(generator) >= sampled",
+            "    u = uniform(generator)\n    for i, token in enumerate(tokens):\n        if u >= sampled",
+        ),),
+    ),
+    Mutant(
+        "reuse-uniform-roots",
+        "one uniform decides every root of rule 4",
+        "verify.py",
+        ((
+            "    r = p_b\n    for i, root in enumerate(roots):\n        if uniform(generator) <",
+            "    r = p_b\n    u = uniform(generator)\n    for i, root in enumerate(roots):\n        if u <",
+        ),),
+    ),
+    Mutant(
+        "reuse-uniform-branch-point",
+        "the first pending token's uniform is reused for the first root at the branch point",
+        "verify.py",
+        (
+            (
+                "    for i, token in enumerate(tokens):\n        if uniform(generator) >= sampled",
+                "    for i, token in enumerate(tokens):\n        u = uniform(generator)\n"
+                "        if i == 0:\n            _FIRST[0] = u\n        if u >= sampled",
+            ),
+            (
+                "    r = p_b\n    for i, root in enumerate(roots):\n        if uniform(generator) <",
+                "    r = p_b\n    for i, root in enumerate(roots):\n"
+                "        if (_FIRST.pop() if i == 0 and _FIRST else uniform(generator)) <",
+            ),
+            ("from specbranch.sampling import sample, uniform\n",
+             "from specbranch.sampling import sample, uniform\n\n_FIRST: list = []\n"),
+        ),
+    ),
+    Mutant(
+        "raw-q-rows",
+        "the pending tokens' q rows are the draft's raw softmax, not the processed rows sampled from",
+        "decoders/drafter.py",
+        (("                branch.rows.append(q[i])", "                branch.rows.append(raw[i])"),),
+    ),
+    Mutant(
+        "cut-peeks-at-sampled-token",
+        "a branch stops where the token it just sampled is unlikely under the draft",
+        "decoders/drafter.py",
+        ((
+            "                branch.tokens.append(token)\n",
+            "                if float(raw[i][token]) < self.request.epsilon and branch.cut:\n"
+            "                    branch.open = False\n                    continue\n"
+            "                branch.tokens.append(token)\n",
+        ),),
+    ),
+    Mutant(
+        "sd-stop-peeks-at-sampled-token",
+        "SD stops drafting where the token it just sampled has draft probability < 0.5",
+        "decoders/sd.py",
+        ((
+            "            tokens.append(x)\n",
+            "            if i > 0 and float(q[x]) < 0.5:\n                break\n"
+            "            tokens.append(x)\n",
+        ),),
+    ),
+    Mutant(
+        "sd-truncation-peeks-at-target",
+        "SD drops drafted tokens from the first one the target finds less likely than the draft",
+        "decoders/sd.py",
+        ((
+            "        if self.spec.draft_sampling == \"sample\" and tokens:\n",
+            "        cut = next((i for i, x in enumerate(tokens) if p[i][x] < q_rows[i][x]), len(tokens))\n"
+            "        tokens, q_rows, p = tokens[:cut], q_rows[:cut], p[: cut + 1]\n"
+            "        if self.spec.draft_sampling == \"sample\" and tokens:\n",
+        ),),
+    ),
+    Mutant(
+        "target-ignores-temperature",
+        "the parallel methods' target side ignores temperature and top-p",
+        "decoders/parallel.py",
+        ((
+            "            p = process_logits(logits, self.sampling)",
+            "            p = process_logits(\n"
+            "                logits, type(self.sampling)(float(self.sampling.temperature > 0))\n"
+            "            )",
+        ),),
+    ),
+    Mutant(
+        "sd-target-ignores-top-p",
+        "SD's target side ignores top-p and top-k",
+        "decoders/sd.py",
+        ((
+            "        p = process_logits(self.target.logits_for(seq + tokens, len(tokens) + 1), "
+            "self.sampling)",
+            "        p = process_logits(self.target.logits_for(seq + tokens, len(tokens) + 1), "
+            "type(self.sampling)(self.sampling.temperature))",
+        ),),
+    ),
+    Mutant(
+        "argmax-correction",
+        "rule 1's correction is the residual's argmax instead of a sample",
+        "verify.py",
+        (("            return i, sample(residual(p[i], q[i]), generator)",
+          "            return i, int(residual(p[i], q[i]).argmax())"),),
+    ),
+    Mutant(
+        "argmax-miss",
+        "rule 3's token after a miss is the most likely non-root instead of the sample",
+        "verify.py",
+        ((
+            "    y = sample(p_b, generator)\n    return (roots.index(y) if y in roots else None), y",
+            "    y = sample(p_b, generator)\n    if y in roots:\n        return roots.index(y), y\n"
+            "    rest = p_b.clone()\n    rest[roots] = 0\n    return None, int(rest.argmax())",
+        ),),
+    ),
+    Mutant(
+        "residual-not-updated",
+        "rule 4 tests every root against p_b (the residual is never updated)",
+        "verify.py",
+        (("        r = residual(r, q_b)\n", "        pass\n"),),
+    ),
+    Mutant(
+        "rows-rounded-in-transit",
+        "q rows cross the process boundary in half precision",
+        "transport/process.py",
+        (("            self._send(rows.float())", "            self._send(rows.half().float())"),),
+    ),
+    Mutant(
+        "hrad-rows-off-by-one",
+        "after H-RAD's cut, the pending block's q rows start one position late",
+        "decoders/drafter.py",
+        ((
+            "                rows = torch.stack(branch.rows[:kept])",
+            "                rows = torch.stack(branch.rows[1:] + branch.rows[:1])[:kept]",
+        ),),
+    ),
+    Mutant(
+        "branch-by-target-probability",
+        "rule 3 continues the root the target likes best whenever the target's sample is a root",
+        "verify.py",
+        ((
+            "    y = sample(p_b, generator)\n    return (roots.index(y) if y in roots else None), y",
+            "    y = sample(p_b, generator)\n    best = max(roots, key=lambda t: float(p_b[t]))\n"
+            "    return (roots.index(best), best) if y in roots else (None, y)",
+        ),),
+    ),
+]
+
+
+def mutate(src: Path, mutant: Mutant) -> None:
+    """Apply the mutant's edits to the copy of the package at src/specbranch."""
+    path = src / "specbranch" / mutant.path
+    text = path.read_text()
+    for old, new in mutant.edits:
+        if text.count(old) != 1:
+            count = text.count(old)
+            raise SystemExit(f"{mutant.name}: the text to mutate occurs {count} times in {mutant.path}")
+        text = text.replace(old, new)
+    path.write_text(text)
+
+
+def run_tests(src: Path) -> tuple[bool, str, float]:
+    """(passed, first failing test, seconds) of the exactness tests against the package in src."""
+    env = dict(os.environ, PYTHONPATH=str(src))
+    start = time.monotonic()
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *TESTS],
+        cwd=ROOT, env=env, capture_output=True, text=True,
+    )
+    lines = out.stdout.splitlines()
+    failed = next((line.split()[1] for line in lines if line.startswith(("FAILED", "ERROR"))), "")
+    return out.returncode == 0, failed, time.monotonic() - start
+
+
+def check(mutants: list[Mutant]) -> int:
+    """Run the baseline, then each mutant; print the table; the number of survivors."""
+    with tempfile.TemporaryDirectory(prefix="specbranch-mutants-") as tmp:
+        src = Path(tmp) / "src"
+        shutil.copytree(ROOT / "src", src, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        passed, failed, seconds = run_tests(src)
+        if not passed:
+            raise SystemExit(f"the unmutated source fails {failed}: fix that first")
+        print(f"baseline: the exactness tests pass ({seconds:.0f} s)\n")
+        print("| mutant | bug | result | first failing test | s |\n|---|---|---|---|---|", flush=True)
+        survivors = 0
+        for mutant in mutants:
+            original = (src / "specbranch" / mutant.path).read_text()
+            mutate(src, mutant)
+            passed, failed, seconds = run_tests(src)
+            (src / "specbranch" / mutant.path).write_text(original)
+            survivors += passed
+            result = "SURVIVED" if passed else "killed"
+            row = f"| {mutant.name} | {mutant.what} | {result} | {failed or '-'} | {seconds:.0f} |"
+            print(row, flush=True)
+    print(f"\nmutation score: {len(mutants) - survivors}/{len(mutants)} killed")
+    return survivors
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="Apply realistic exactness bugs; do the tests catch each?")
+    parser.add_argument("names", nargs="*", help="mutants to run (default: all)")
+    parser.add_argument("--list", action="store_true", help="print the catalogue and exit")
+    args = parser.parse_args()
+    if args.list:
+        for mutant in MUTANTS:
+            print(f"{mutant.name:32s} {mutant.what}")
+        return 0
+    unknown = set(args.names) - {m.name for m in MUTANTS}
+    if unknown:
+        raise SystemExit(f"unknown mutants: {', '.join(sorted(unknown))} (see --list)")
+    chosen = [m for m in MUTANTS if not args.names or m.name in args.names]
+    return 1 if check(chosen) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
