@@ -23,3 +23,26 @@ def chi_square_pvalue(counts: Counter, expected_probs: dict, n: int, min_expecte
         stat += (pool_obs - pool_exp) ** 2 / pool_exp
         cells += 1
     return float(chi2.sf(stat, max(cells - 1, 1)))
+
+
+def chi_square_critical(cells: int, alpha: float = 1e-3) -> float:
+    """The chi-square statistic above which a test over `cells` cells rejects at level alpha."""
+    return float(chi2.isf(alpha, cells - 1))
+
+
+def detectable_tv(n: int, cells: int, alpha: float = 1e-3, power: float = 0.9) -> float:
+    """The smallest total-variation distance a chi-square test over `cells` cells and n samples
+    detects with the given power at level alpha, whatever the shape of the deviation.
+
+    Against an alternative at TV distance d, the statistic is noncentral chi-square with
+    noncentrality n * sum((q_i - p_i)^2 / p_i) >= 4 n d^2 (the minimum, reached when the
+    deviation moves mass d between two halves of the probability mass). So d is detectable when
+    the noncentral chi-square with noncentrality 4 n d^2 exceeds the critical value with
+    probability >= power.
+    """
+    from scipy.optimize import brentq
+    from scipy.stats import ncx2
+
+    critical = chi_square_critical(cells, alpha)
+    noncentrality = brentq(lambda lam: ncx2.sf(critical, cells - 1, lam) - power, 1e-6, 1e4)
+    return (noncentrality / (4 * n)) ** 0.5
