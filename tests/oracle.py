@@ -40,6 +40,7 @@ class SymbolicUniform:
     def _below(self, threshold: float) -> bool:
         """The outcome of `u < threshold`, branching over both outcomes."""
         self.tests += 1
+        self.oracle.tests += 1
         if self.tests > 1:
             self.oracle.reused += 1
         cut = min(max(float(threshold), self.lo), self.hi)
@@ -74,7 +75,8 @@ class Enumerator:
         self.arity: dict[tuple, int] = {}  # choice-point path -> its number of outcomes
         self.reused = 0
         self.runs = 0
-        self.uniforms = 0
+        self.uniforms = 0  # uniforms drawn, over all runs
+        self.tests = 0  # comparisons of a uniform with a threshold, over all runs
 
     def choose(self, weights: list[float]) -> int:
         """Index of the outcome this run takes; new choice points queue their other outcomes."""

@@ -145,3 +145,15 @@ def test_the_cases_branch_and_keep_pending_tokens(monkeypatch):
 
         oracle.distribution(run)
     assert seen["verified"] >= 2 and seen["roots"] >= 3
+
+
+@pytest.mark.parametrize("method", ["sd", "pearl", "specbranch"])
+def test_every_accept_test_draws_a_fresh_uniform(method, monkeypatch):
+    """Within a block (SD's 2-token block), between the pending block and the branch point
+    (round 2 of the parallel methods verifies U, then the roots) and across rounds: each
+    accept/reject test compares its own uniform, and every uniform drawn decides one test."""
+    options = PARALLEL.get(method, {})
+    with Engine(PAIR, method, SpeculativeConfig(gamma=2), **options) as engine:
+        _, oracle = exact(engine, SAMPLINGS["t1"], 3 if method == "sd" else 2, monkeypatch)
+    assert oracle.reused == 0
+    assert oracle.tests == oracle.uniforms > oracle.runs  # more than one test per run on average
