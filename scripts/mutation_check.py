@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TESTS = [  # fast rule-level tests first: most mutants die there within seconds
     "tests/test_verify_rules.py",
     "tests/test_decide_round.py",
+    "tests/test_tree_verify.py",
     "tests/test_transport_codec.py",
     "tests/test_drafter.py",
     "tests/test_exact_distribution.py",
@@ -186,6 +187,12 @@ MUTANTS = [
             "                rows = torch.stack(branch.rows[:kept])",
             "                rows = torch.stack(branch.rows[1:] + branch.rows[:1])[:kept]",
         ),),
+    ),
+    Mutant(
+        "tree-children-against-parent-q",
+        "tree children drawn without replacement are each tested against the parent's full q",
+        "verify.py",
+        (("        q, token = tree.q[child], tree.tokens[child]", "        q, token = tree.q[children[0]], tree.tokens[child]"),),
     ),
     Mutant(
         "branch-by-target-probability",

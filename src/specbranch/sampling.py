@@ -63,6 +63,22 @@ def sample(probs: torch.Tensor, generator: torch.Generator | RandomSource) -> in
     return int(torch.multinomial(probs, 1, generator=generator).item())
 
 
+def sample_without_replacement(
+    probs: torch.Tensor, k: int, generator: torch.Generator | RandomSource
+) -> tuple[list[int], list[torch.Tensor]]:
+    """k distinct tokens drawn one after the other from a [V] distribution, each from probs with
+    the earlier ones removed and the rest renormalised (at most as many as probs has nonzero
+    entries). Returns the tokens and, for each, the [V] distribution it was drawn from."""
+    tokens, rows, rest = [], [], probs
+    for _ in range(min(k, int((probs > 0).sum()))):
+        rows.append(rest)
+        tokens.append(sample(rest, generator))
+        rest = rest.clone()
+        rest[tokens[-1]] = 0.0
+        rest = rest / rest.sum()
+    return tokens, rows
+
+
 def uniform(generator: torch.Generator | RandomSource) -> float:
     """One fresh uniform in [0, 1) for one accept/reject test (never reuse it for another)."""
     if not isinstance(generator, torch.Generator):

@@ -19,6 +19,7 @@ from typing import Protocol
 import torch
 
 from specbranch.sampling import sample, uniform
+from specbranch.tree import TokenTree
 
 
 def residual(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
@@ -204,3 +205,56 @@ def decide_round(
     else:
         hit, token = verify_branch_roots(p[-1], proposal.roots, generator)
     return Verdict(pending + [token], accepted + (hit is not None), len(pending) + 1, True, hit)
+
+
+@dataclass(frozen=True)
+class TreeVerdict:
+    """The target's walk through a draft tree.
+
+    path: the accepted nodes, root's child first; committed: their tokens, then one more token:
+    the recovered token where the walk stopped at a node none of whose children passed, or the
+    bonus token from the row after a leaf.
+    """
+
+    path: list[int]
+    committed: list[int]
+
+
+def verify_tree(p: torch.Tensor, tree: TokenTree, generator: torch.Generator) -> TreeVerdict:
+    """Walk a draft tree from the root with rule 3 (deterministic children) or rule 4
+    (sampled children, each tested against the distribution it was drawn from).
+
+    p: [len(tree) + 1, V] the target's processed rows: p[0] after the root, p[1 + i] after
+    node i (one target forward over every node, with a tree attention mask).
+    At a node with deterministic children: draw y ~ p_node; follow the child whose token is y,
+    else commit y and stop. With sampled children x_1..x_k (x_i ~ q_i): r_1 = p_node; accept x_i
+    with probability min(1, r_i(x_i) / q_i(x_i)), else r_{i+1} = residual(r_i, q_i); if none is
+    accepted, commit a sample of r_{k+1} and stop. At a leaf: commit the bonus y ~ p_leaf.
+    Each test draws a fresh uniform (or sample) from `generator`, in walk order.
+    """
+    if p.shape[0] != len(tree) + 1:
+        raise ValueError(f"p has {p.shape[0]} rows for a tree of {len(tree)} nodes (need nodes + 1)")
+    node, path = -1, []
+    while True:
+        children, row = tree.children(node), p[node + 1]
+        if tree.q is None:
+            y = sample(row, generator)
+            nxt = next((c for c in children if tree.tokens[c] == y), None)
+        else:
+            nxt, y = _sampled_children(row, tree, children, generator)
+        if nxt is None:
+            return TreeVerdict(path, [tree.tokens[n] for n in path] + [y])
+        node = nxt
+        path.append(node)
+
+
+def _sampled_children(
+    r: torch.Tensor, tree: TokenTree, children: list[int], generator: torch.Generator
+) -> tuple[int | None, int]:
+    """Rule 4 over sampled children: (the accepted child or None, its token or the recovered one)."""
+    for child in children:
+        q, token = tree.q[child], tree.tokens[child]
+        if uniform(generator) < sampled_accept_probability(r, q, token):
+            return child, token
+        r = residual(r, q)
+    return None, sample(r, generator)
