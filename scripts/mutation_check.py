@@ -192,7 +192,10 @@ MUTANTS = [
         "tree-children-against-parent-q",
         "tree children drawn without replacement are each tested against the parent's full q",
         "verify.py",
-        (("        q, token = tree.q[child], tree.tokens[child]", "        q, token = tree.q[children[0]], tree.tokens[child]"),),
+        ((
+            "        q, token = tree.q[child], tree.tokens[child]",
+            "        q, token = tree.q[children[0]], tree.tokens[child]",
+        ),),
     ),
     Mutant(
         "branch-by-target-probability",
