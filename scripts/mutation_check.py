@@ -37,6 +37,7 @@ TESTS = [  # fast rule-level tests first: most mutants die there within seconds
     "tests/test_transport_codec.py",
     "tests/test_drafter.py",
     "tests/test_exact_distribution.py",
+    "tests/test_tree_decoder.py",
     "tests/test_parallel_runtime.py",
 ]
 
@@ -196,6 +197,13 @@ MUTANTS = [
             "        q, token = tree.q[child], tree.tokens[child]",
             "        q, token = tree.q[children[0]], tree.tokens[child]",
         ),),
+    ),
+    Mutant(
+        "tree-keeps-children-by-their-token",
+        "the tree keeps sampled children by their own draft probability instead of their rank's",
+        "decoders/tree.py",
+        (("        for c in sorted(candidates, key=lambda c: -c.rank):",
+          "        for c in sorted(candidates, key=lambda c: -c.score):"),),
     ),
     Mutant(
         "branch-by-target-probability",

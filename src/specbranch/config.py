@@ -20,6 +20,7 @@ from specbranch.policies import describe as describe_policies
 from specbranch.policies import parse_policy
 
 DraftSampling = Literal["greedy", "sample"]
+Execution = Literal["parallel", "serial"]
 
 
 def option(default: Any, help: str, **cli: Any) -> Any:
@@ -128,6 +129,8 @@ class ParallelConfig:
     k_max: most branches at a branch point; epsilon: draft confidence below which a branch
         stops (SpecBranch only).
     max_draft_len: branch length (PEARL: initial block); None = the measured cost ratio c.
+        With execution "serial": the tree's depth D (None = DEFAULT_TREE_DEPTH).
+    execution: how SpecBranch runs (see the field's help); tree_nodes: the serial tree's N.
     draft_threads / target_threads: torch threads of the draft worker and of the caller (the
         target side); None = half the cores each (one each on a 2-core machine).
     draft_device: device of the draft worker (None = where the draft model is).
@@ -139,6 +142,17 @@ class ParallelConfig:
         (`PredictorMeta.modes`; the shipped one: greedy, see benchmarks/RESULTS.md).
     """
 
+    execution: Execution = option(
+        "parallel",
+        "specbranch: parallel = draft and target at the same time, branches drafted by a worker process "
+        "(pays where each model has its own device); serial = one token tree drafted, then verified in "
+        "one target forward (pays where they share one: a forward over 8-16 tokens costs about what 2-4 "
+        "do)",
+        methods=("specbranch",),
+    )
+    tree_nodes: int = option(
+        16, "specbranch --execution serial: most drafted tokens in one tree (N)", methods=("specbranch",)
+    )
     inline: bool = option(
         False,
         "run draft and target one after the other in this process instead of a draft worker process "
@@ -186,6 +200,10 @@ class ParallelConfig:
             raise SpecBranchError(f"k_max must be a whole number >= 1, got {self.k_max!r}")
         if not isinstance(self.epsilon, int | float) or not 0.0 <= self.epsilon < 1.0:
             raise SpecBranchError(f"epsilon must be in [0, 1), got {self.epsilon!r}")
+        if self.execution not in ("parallel", "serial"):
+            raise SpecBranchError(f"execution must be 'parallel' or 'serial', got {self.execution!r}")
+        if not isinstance(self.tree_nodes, int) or self.tree_nodes < 1:
+            raise SpecBranchError(f"tree_nodes must be a whole number >= 1, got {self.tree_nodes!r}")
         for name in ("max_draft_len", "draft_threads", "target_threads"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):

@@ -26,6 +26,8 @@ import time
 import torch
 from transformers import DynamicCache, PreTrainedModel
 
+from specbranch.tree import TokenTree
+
 
 def cache_keyword(model: PreTrainedModel) -> str:
     """The forward's name for the KV cache: `cache` (transformers >= 5.24) or `past_key_values`."""
@@ -129,6 +131,25 @@ class CachedModel:
         mask.masked_fill_(~allowed, torch.finfo(dtype).min)  # [1, 1, m, base + m] additive
         positions = torch.tensor([[prefix + d for d in depths]], device=self.device)  # [1, m]
         return self._forward(tokens, attention_mask=mask.to(self.device), position_ids=positions)
+
+    def logits_for_tree(self, seq: list[int], tree: TokenTree) -> torch.Tensor:
+        """Logits after the last token of seq and after each node of a draft tree hanging off
+        it, from one forward: [1 + len(tree), vocab_size].
+
+        The cache ends up holding all of seq (linear) and the tree's nodes after it, node j at
+        slot len(seq) + j (`keep_branch` then keeps an accepted path). The uncached tail of seq is
+        fed as a chain and every node attends to seq and to its own ancestors.
+        """
+        self.crop(self.common_prefix(seq, len(seq) - 1))
+        tail, base = seq[len(self.tokens) :], len(self.tokens)
+        chain = list(range(base, base + len(tail)))  # the tail's slots
+        paths = [tree.path(j) for j in range(len(tree))]
+        ancestors = [chain[:i] for i in range(len(tail))]
+        ancestors += [chain + [base + len(tail) + a for a in path[:-1]] for path in paths]
+        depths = list(range(len(tail))) + [len(tail) - 1 + len(path) for path in paths]
+        logits = self.tree_step(tail + tree.tokens, ancestors, depths)  # [len(tail) + N, V]
+        self.tokens.extend(tail)
+        return logits[len(tail) - 1 :]
 
     @torch.inference_mode()
     def keep_branch(self, positions: list[int], tokens: list[int]) -> None:

@@ -21,6 +21,7 @@ from specbranch.decoders.parallel import BranchKeeper, BranchPolicy, ParallelDec
 from specbranch.decoders.pearl import PearlPolicy
 from specbranch.decoders.sd import SpeculativeDecoder
 from specbranch.decoders.specbranch import SpecBranchPolicy
+from specbranch.decoders.tree import TreeBudget, TreeDecoder
 from specbranch.hrad.keeper import PredictorKeeper
 from specbranch.hrad.predictor import Predictor
 from specbranch.models import ModelPair
@@ -62,8 +63,22 @@ def build_pearl(
 def build_specbranch(
     pair: ModelPair, spec: SpeculativeConfig, config: ParallelConfig, probe: bool
 ) -> ParallelDecoder:
-    """SpecBranch: branches at likely rejections, with the H-RAD keeper `config.hrad` names."""
+    """SpecBranch: branches at likely rejections, with the H-RAD keeper `config.hrad` names; or,
+    with execution "serial", a token tree verified in one target forward."""
+    if config.execution == "serial":
+        return build_tree(pair, spec, config)
     return build_parallel(pair, "specbranch", spec, config, resolve_keeper(config.hrad, pair), probe)
+
+
+DEFAULT_TREE_DEPTH = 6  # fixed until the cost probe chooses N and D (issue 19)
+
+
+def build_tree(pair: ModelPair, spec: SpeculativeConfig, config: ParallelConfig) -> TreeDecoder:
+    """SpecBranch, serial execution: both models in this process, one tree per round."""
+    budget = TreeBudget(config.tree_nodes, config.max_draft_len or DEFAULT_TREE_DEPTH, config.k_max)
+    target = CachedModel(pair.target, pair.vocab_size)
+    draft = CachedModel(pair.draft, pair.vocab_size)
+    return TreeDecoder(target, draft, spec.draft_sampling, budget, pair.max_length, pair.eos_ids)
 
 
 HRAD_OFF = (None, "none", "off")
