@@ -150,7 +150,7 @@ class TreeDecoder(InProcessDecoder):
             else:
                 tokens, rows = torch.topk(logits[i], k).indices.tolist(), [None] * k
             base = scores[node] if node >= 0 else 1.0
-            ranked = raw[i].sort(descending=True).values.tolist()
+            ranked = torch.topk(raw[i], k).values.tolist()  # the k largest, for the ranks
             candidates += [
                 _Candidate(base * ranked[order], base * float(raw[i][t]), node, order, t, row)
                 for order, (t, row) in enumerate(zip(tokens, rows, strict=True))
