@@ -25,18 +25,12 @@ from stats import chi_square_pvalue, detectable_tv
 from test_exact_distribution import PAIR as SMALL_PAIR
 from test_exact_distribution import PROMPT as SMALL_PROMPT
 from test_exact_distribution import SAMPLINGS, target_distribution
+from test_parallel_greedy_equality import DRAFTS, PROMPTS, TARGET
 
 from specbranch.config import GenerationConfig, SamplingParams, SpeculativeConfig
 from specbranch.engine import Engine
 from specbranch.sampling import process_logits
 
-TARGET = tiny_model(seed=1)
-DRAFTS = {
-    "aligned": TARGET,
-    "partly-aligned": perturbed(TARGET, 0.01, seed=2),
-    "unaligned": tiny_model(seed=3),
-}
-PROMPTS = [[5], [3, 17, 42, 8, 8, 1, 60, 22, 9]]
 SERIAL = {"execution": "serial", "tree_nodes": 12, "max_draft_len": 5, "k_max": 4}
 
 

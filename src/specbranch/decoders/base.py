@@ -51,3 +51,13 @@ class InProcessDecoder:
 
     def close(self) -> None:
         pass
+
+
+class SerialDecoder(InProcessDecoder):
+    """An in-process decoder with a target and a draft `CachedModel` (`self.target`,
+    `self.draft`) run one after the other: its report is their busy times and draft forwards."""
+
+    def report(self, metrics: GenerationMetrics) -> None:
+        metrics.target_busy_seconds = self.target.busy_seconds
+        metrics.draft_busy_seconds = self.draft.busy_seconds
+        metrics.draft_forwards = self.draft.forwards

@@ -17,15 +17,15 @@ import time
 import torch
 
 from specbranch.config import SamplingParams, SpeculativeConfig
-from specbranch.decoders.base import InProcessDecoder
-from specbranch.metrics import GenerationMetrics, RoundStats
+from specbranch.decoders.base import SerialDecoder
+from specbranch.metrics import RoundStats
 from specbranch.policies import DraftPolicy, RoundFeedback
 from specbranch.runner import CachedModel
 from specbranch.sampling import make_generator, process_logits, sample
 from specbranch.verify import verify_deterministic_block, verify_sampled_block
 
 
-class SpeculativeDecoder(InProcessDecoder):
+class SpeculativeDecoder(SerialDecoder):
     """Draft-then-verify; a draft-length policy decides how long to draft.
 
     max_length: the context window; drafting stops early so no position exceeds it.
@@ -80,8 +80,3 @@ class SpeculativeDecoder(InProcessDecoder):
             accepted=accepted,
             drafted_total=len(tokens),
         )
-
-    def report(self, metrics: GenerationMetrics) -> None:
-        metrics.target_busy_seconds = self.target.busy_seconds
-        metrics.draft_busy_seconds = self.draft.busy_seconds
-        metrics.draft_forwards = self.draft.forwards

@@ -34,8 +34,8 @@ from dataclasses import dataclass
 import torch
 
 from specbranch.config import SamplingParams
-from specbranch.decoders.base import InProcessDecoder
-from specbranch.metrics import GenerationMetrics, RoundStats
+from specbranch.decoders.base import SerialDecoder
+from specbranch.metrics import RoundStats
 from specbranch.runner import CachedModel
 from specbranch.sampling import make_generator, process_logits, sample_without_replacement
 from specbranch.tree import TokenTree
@@ -67,7 +67,7 @@ class _Candidate:
     row: torch.Tensor | None
 
 
-class TreeDecoder(InProcessDecoder):
+class TreeDecoder(SerialDecoder):
     """Draft a tree, verify it in one target forward; see the module docstring.
 
     draft_sampling: "sample" (children drawn without replacement, rule 4) or "greedy" (top-k,
@@ -180,8 +180,3 @@ class TreeDecoder(InProcessDecoder):
             if tree.q is not None:
                 tree.q.append(c.row)
         return list(range(len(tree) - len(chosen), len(tree)))
-
-    def report(self, metrics: GenerationMetrics) -> None:
-        metrics.target_busy_seconds = self.target.busy_seconds
-        metrics.draft_busy_seconds = self.draft.busy_seconds
-        metrics.draft_forwards = self.draft.forwards
