@@ -14,6 +14,7 @@ from typing import Protocol
 
 from specbranch.config import SamplingParams
 from specbranch.metrics import GenerationMetrics, RoundStats
+from specbranch.sampling import make_generator
 
 
 class Decoder(Protocol):
@@ -55,7 +56,15 @@ class InProcessDecoder:
 
 class SerialDecoder(InProcessDecoder):
     """An in-process decoder with a target and a draft `CachedModel` (`self.target`,
-    `self.draft`) run one after the other: its report is their busy times and draft forwards."""
+    `self.draft`) run one after the other: a request starts with both caches reset and one
+    generator per purpose; its report is their busy times and draft forwards."""
+
+    def start(self, prompt_ids: list[int], sampling: SamplingParams, seed: int) -> None:
+        self.target.reset()
+        self.draft.reset()
+        self.sampling = sampling
+        self.verify_gen = make_generator(seed, "verify")
+        self.draft_gen = make_generator(seed, "draft")
 
     def report(self, metrics: GenerationMetrics) -> None:
         metrics.target_busy_seconds = self.target.busy_seconds

@@ -16,12 +16,12 @@ import time
 
 import torch
 
-from specbranch.config import SamplingParams, SpeculativeConfig
+from specbranch.config import SpeculativeConfig
 from specbranch.decoders.base import SerialDecoder
 from specbranch.metrics import RoundStats
 from specbranch.policies import DraftPolicy, RoundFeedback
 from specbranch.runner import CachedModel
-from specbranch.sampling import make_generator, process_logits, sample
+from specbranch.sampling import process_logits, sample
 from specbranch.verify import verify_deterministic_block, verify_sampled_block
 
 
@@ -43,13 +43,6 @@ class SpeculativeDecoder(SerialDecoder):
     ) -> None:
         self.target, self.draft, self.policy = target, draft, policy
         self.spec, self.max_length, self.eos_ids = spec, max_length, eos_ids
-
-    def start(self, prompt_ids: list[int], sampling: SamplingParams, seed: int) -> None:
-        self.target.reset()
-        self.draft.reset()
-        self.sampling = sampling
-        self.verify_gen = make_generator(seed, "verify")
-        self.draft_gen = make_generator(seed, "draft")
 
     def step(self, seq: list[int], budget: int) -> RoundStats:
         start = time.perf_counter()

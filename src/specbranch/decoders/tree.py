@@ -37,7 +37,7 @@ from specbranch.config import SamplingParams
 from specbranch.decoders.base import SerialDecoder
 from specbranch.metrics import RoundStats
 from specbranch.runner import CachedModel
-from specbranch.sampling import make_generator, process_logits, sample_without_replacement
+from specbranch.sampling import process_logits, sample_without_replacement
 from specbranch.tree import TokenTree
 from specbranch.verify import verify_tree
 
@@ -87,12 +87,8 @@ class TreeDecoder(SerialDecoder):
         self.draft_sampling, self.max_length, self.eos_ids = draft_sampling, max_length, eos_ids
 
     def start(self, prompt_ids: list[int], sampling: SamplingParams, seed: int) -> None:
-        self.target.reset()
-        self.draft.reset()
-        self.sampling = sampling
+        super().start(prompt_ids, sampling, seed)
         self.sampled = self.draft_sampling == "sample" and not sampling.greedy
-        self.verify_gen = make_generator(seed, "verify")
-        self.draft_gen = make_generator(seed, "draft")
 
     def step(self, seq: list[int], budget: int) -> RoundStats:
         # The walk commits one token past its path; no position may pass the context window.

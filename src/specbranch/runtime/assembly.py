@@ -62,7 +62,7 @@ def build_pearl(
 
 def build_specbranch(
     pair: ModelPair, spec: SpeculativeConfig, config: ParallelConfig, probe: bool
-) -> ParallelDecoder:
+) -> ParallelDecoder | TreeDecoder:
     """SpecBranch: branches at likely rejections, with the H-RAD keeper `config.hrad` names; or,
     with execution "serial", a token tree verified in one target forward."""
     if config.execution == "serial":
