@@ -230,8 +230,9 @@ def mutate(src: Path, mutant: Mutant) -> None:
     path.write_text(text)
 
 
-def run_tests(src: Path) -> tuple[bool, str, float]:
-    """(passed, first failing test, seconds) of the exactness tests against the package in src."""
+def run_tests(src: Path) -> tuple[bool, str, float, str]:
+    """(passed, first failing test, seconds, pytest's output) of the exactness tests against the
+    package in src."""
     env = dict(os.environ, PYTHONPATH=str(src))
     start = time.monotonic()
     out = subprocess.run(
@@ -240,7 +241,7 @@ def run_tests(src: Path) -> tuple[bool, str, float]:
     )
     lines = out.stdout.splitlines()
     failed = next((line.split()[1] for line in lines if line.startswith(("FAILED", "ERROR"))), "")
-    return out.returncode == 0, failed, time.monotonic() - start
+    return out.returncode == 0, failed, time.monotonic() - start, out.stdout + out.stderr
 
 
 def check(mutants: list[Mutant]) -> int:
@@ -248,16 +249,17 @@ def check(mutants: list[Mutant]) -> int:
     with tempfile.TemporaryDirectory(prefix="specbranch-mutants-") as tmp:
         src = Path(tmp) / "src"
         shutil.copytree(ROOT / "src", src, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-        passed, failed, seconds = run_tests(src)
+        passed, failed, seconds, output = run_tests(src)
         if not passed:
-            raise SystemExit(f"the unmutated source fails {failed}: fix that first")
+            tail = "\n".join(output.splitlines()[-30:])
+            raise SystemExit(f"{tail}\nthe unmutated source fails {failed or '(see above)'}: fix that first")
         print(f"baseline: the exactness tests pass ({seconds:.0f} s)\n")
         print("| mutant | bug | result | first failing test | s |\n|---|---|---|---|---|", flush=True)
         survivors = 0
         for mutant in mutants:
             original = (src / "specbranch" / mutant.path).read_text()
             mutate(src, mutant)
-            passed, failed, seconds = run_tests(src)
+            passed, failed, seconds, _ = run_tests(src)
             (src / "specbranch" / mutant.path).write_text(original)
             survivors += passed
             result = "SURVIVED" if passed else "killed"
