@@ -8,6 +8,7 @@ import pytest
 from helpers import save_tiny_model_dir
 
 from specbranch.bench.methods import parse_method
+from specbranch.bench.run import placement_threads
 from specbranch.cli import main
 from specbranch.errors import SpecBranchError
 
@@ -70,6 +71,19 @@ def test_bench_on_bundled_datasets_at_temperature_one(folders, tmp_path):
     assert set(results["per_dataset"]) == {"humaneval", "mt_bench"}
     assert results["summary"]["specbranch:inline=true"]["greedy_equal_to_ar"] is None
     assert all(run["new_tokens"] == 8 for r in results["records"] for run in r["runs"])
+
+
+def test_split_placement_gives_each_model_half_the_cores(folders, tmp_path):
+    out = tmp_path / "out"
+    assert run_bench(folders, out, "--placement", "split", "--methods", "ar", "sd",
+                     "specbranch:execution=serial") == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["config"]["placement"] == "split"
+    assert results["summary"]["specbranch:execution=serial"]["execution"] == "serial"
+    assert placement_threads("split", 4) == 2 and placement_threads("shared", 4) == 4
+    assert placement_threads("split", 1) == 1
+    with pytest.raises(SpecBranchError, match="placement"):
+        placement_threads("halves", 4)
 
 
 def test_malformed_prompts_file_is_a_clear_error(folders, tmp_path, capsys):

@@ -28,10 +28,22 @@ from test_exact_distribution import SAMPLINGS, target_distribution
 from test_parallel_greedy_equality import DRAFTS, PROMPTS, TARGET
 
 from specbranch.config import GenerationConfig, SamplingParams, SpeculativeConfig
+from specbranch.costs import CostCurve, Placement
 from specbranch.engine import Engine
+from specbranch.runtime import assembly
 from specbranch.sampling import process_logits
 
 SERIAL = {"execution": "serial", "tree_nodes": 12, "max_draft_len": 5, "k_max": 4}
+
+# Cost curves under which trees pay (a verify slot and a draft level cost little next to a
+# target forward): the engines here size their trees by the throughput model with these, so
+# the tests exercise the sizing and never depend on this machine's timings.
+WIDE = Placement(*(CostCurve(((1, s), (64, 1.1 * s))) for s in (1.0, 0.02, 1.0, 0.02)))
+
+
+@pytest.fixture(autouse=True)
+def synthetic_costs(monkeypatch):
+    monkeypatch.setattr(assembly, "placement_costs", lambda pair, *threads: WIDE)
 
 
 def serial(pair, draft_sampling: str = "sample", **options) -> Engine:
@@ -112,10 +124,15 @@ def next_token(prefix: list[int], sampling: SamplingParams) -> dict:
     return {(t,): float(p) for t, p in enumerate(probs) if p > 0}
 
 
-def test_sampled_children_fit_the_target_per_position():
+@pytest.mark.parametrize(
+    ("draft_sampling", "sampling"),
+    [("sample", SamplingParams(1.0, top_p=0.9)), ("greedy", SamplingParams(1.0, top_k=5))],
+    ids=["sampled-children-top-p", "top-k-children-top-k"],
+)
+def test_the_tree_fits_the_target_per_position(draft_sampling, sampling):
     pair = make_pair(STAT_TARGET, perturbed(STAT_TARGET, 0.15, seed=1))
-    sampling, context = SamplingParams(1.0, top_p=0.9), [1, 2, 3]
-    engine = serial(pair, tree_nodes=6, max_draft_len=3)
+    context = [1, 2, 3]
+    engine = serial(pair, draft_sampling, tree_nodes=6, max_draft_len=3)
     outputs = [tuple(engine.generate(context, GenerationConfig(2, sampling, s)).token_ids) for s in range(N)]
     first = next_token(context, sampling)
     assert detectable_tv(N, len(first) + 1) <= 0.05

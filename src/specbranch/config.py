@@ -20,7 +20,8 @@ from specbranch.policies import describe as describe_policies
 from specbranch.policies import parse_policy
 
 DraftSampling = Literal["greedy", "sample"]
-Execution = Literal["parallel", "serial"]
+Execution = Literal["auto", "parallel", "serial"]
+DEFAULT_TREE_DEPTH = 24  # serial SpecBranch: most tree levels D when --max-draft-len is not given
 
 
 def option(default: Any, help: str, **cli: Any) -> Any:
@@ -129,8 +130,9 @@ class ParallelConfig:
     k_max: most branches at a branch point; epsilon: draft confidence below which a branch
         stops (SpecBranch only).
     max_draft_len: branch length (PEARL: initial block); None = the measured cost ratio c.
-        With execution "serial": the tree's depth D (None = DEFAULT_TREE_DEPTH).
-    execution: how SpecBranch runs (see the field's help); tree_nodes: the serial tree's N.
+        In serial execution: the tree's most levels D (None: DEFAULT_TREE_DEPTH).
+    execution: how SpecBranch runs (see the field's help; "auto" compares the predicted
+        throughputs, `costs.choose_execution`); tree_nodes: the serial tree's most nodes N.
     draft_threads / target_threads: torch threads of the draft worker and of the caller (the
         target side); None = half the cores each (one each on a 2-core machine).
     draft_device: device of the draft worker (None = where the draft model is).
@@ -143,15 +145,18 @@ class ParallelConfig:
     """
 
     execution: Execution = option(
-        "parallel",
+        "auto",
         "specbranch: parallel = draft and target at the same time, branches drafted by a worker process "
         "(pays where each model has its own device); serial = one token tree drafted, then verified in "
         "one target forward (pays where they share one: a forward over 8-16 tokens costs about what 2-4 "
-        "do)",
+        "do); auto = the one the measured cost curves predict faster on this placement",
         methods=("specbranch",),
     )
     tree_nodes: int = option(
-        16, "specbranch --execution serial: most drafted tokens in one tree (N)", methods=("specbranch",)
+        64,
+        "specbranch serial: most drafted tokens in one tree (N); each round's tree is sized below it by the "
+        "measured cost curves",
+        methods=("specbranch",),
     )
     inline: bool = option(
         False,
@@ -171,7 +176,8 @@ class ParallelConfig:
     max_draft_len: int | None = option(
         None,
         "branch length (pearl: initial block, grows to 2x while accepted) (default: the measured cost "
-        "ratio c = target verify time / draft step time)",
+        "ratio c = target verify time / draft step time); specbranch serial: the tree's most levels D "
+        f"(default {DEFAULT_TREE_DEPTH}; each round's tree is sized below it by the measured cost curves)",
     )
     draft_threads: int | None = option(None, "torch threads of the draft worker (default: half the cores)")
     target_threads: int | None = option(
@@ -200,8 +206,8 @@ class ParallelConfig:
             raise SpecBranchError(f"k_max must be a whole number >= 1, got {self.k_max!r}")
         if not isinstance(self.epsilon, int | float) or not 0.0 <= self.epsilon < 1.0:
             raise SpecBranchError(f"epsilon must be in [0, 1), got {self.epsilon!r}")
-        if self.execution not in ("parallel", "serial"):
-            raise SpecBranchError(f"execution must be 'parallel' or 'serial', got {self.execution!r}")
+        if self.execution not in ("auto", "parallel", "serial"):
+            raise SpecBranchError(f"execution must be 'auto', 'parallel' or 'serial', got {self.execution!r}")
         if not isinstance(self.tree_nodes, int) or self.tree_nodes < 1:
             raise SpecBranchError(f"tree_nodes must be a whole number >= 1, got {self.tree_nodes!r}")
         for name in ("max_draft_len", "draft_threads", "target_threads"):

@@ -14,7 +14,12 @@ Terms (ALGORITHM.md, "Metrics"):
   `hrad_keep_none` / `hrad_keep_confident` / `hrad_keep_all` count its decisions by class
   (`HradClass.counter`);
 - `cost_ratio` = c, the measured T_target_verify / T_draft_step (parallel methods), and
-  `draft_length` the branch length it set (PEARL: the initial block).
+  `draft_length` the branch length it set (PEARL: the initial block);
+- SpecBranch's `execution` ("parallel" or "serial"); in serial (tree) execution
+  `tree_max_nodes` / `tree_max_depth` (N and D, the most a tree may hold), `mean_tree_size` =
+  drafted tree nodes / tree rounds, `mean_tree_depth` = tree depths / tree rounds, and
+  `acceptance_by_depth[d]` = walks that accepted a node at depth d + 1 / walks that tested
+  children there (`depth_accepted` / `depth_tested`; d = 0: the root's children).
 
 A rate is *undefined* when its denominator is 0 (nothing to rate): one generation's rates
 read 0.0 there, a summary's (`summarize_runs`) None.
@@ -78,6 +83,14 @@ class GenerationMetrics:
     hrad_keep_confident: int = 0
     hrad_keep_all: int = 0
     hrad_seconds: float = 0.0
+    execution: str = ""
+    tree_max_nodes: int = 0
+    tree_max_depth: int = 0
+    tree_rounds: int = 0
+    tree_nodes: int = 0
+    tree_depth: int = 0
+    depth_tested: list[int] = field(default_factory=list)
+    depth_accepted: list[int] = field(default_factory=list)
     accept_lengths: list[int] = field(default_factory=list)
 
     def add_round(self, stats: RoundStats, kept: int) -> None:
@@ -99,11 +112,16 @@ class GenerationMetrics:
         """Add another generation's counters and times (totals over many requests).
 
         accept_lengths are appended only when asked, so a long-running total stays small;
-        cost_ratio and draft_length take the latest value.
+        the per-depth counts add position by position; LATEST fields take the latest value.
         """
         for name, value in asdict(other).items():
-            if name in ("cost_ratio", "draft_length"):
-                setattr(self, name, value)
+            if name in LATEST:
+                setattr(self, name, value or getattr(self, name))
+            elif name in BY_DEPTH:
+                mine = getattr(self, name)
+                mine += [0] * (len(value) - len(mine))
+                for i, count in enumerate(value):
+                    mine[i] += count
             elif name != "accept_lengths":
                 setattr(self, name, getattr(self, name) + value)
         if accept_lengths:
@@ -113,7 +131,8 @@ class GenerationMetrics:
     def from_dict(cls, data: dict) -> GenerationMetrics:
         """The metrics back from `to_dict()`'s output (the derived rates and unknown keys are ignored)."""
         names = {f.name for f in fields(cls)}
-        return cls(**{k: (list(v) if k == "accept_lengths" else v) for k, v in data.items() if k in names})
+        lists = ("accept_lengths", *BY_DEPTH)
+        return cls(**{k: (list(v) if k in lists else v) for k, v in data.items() if k in names})
 
     def rate(self, name: str, undefined: float | None = 0.0) -> float | None:
         """The rate `name` (a key of RATES); `undefined` where its denominator is 0."""
@@ -152,9 +171,20 @@ class GenerationMetrics:
     def hrad_overhead(self) -> float:
         return self.rate("hrad_overhead")
 
+    @property
+    def acceptance_by_depth(self) -> list[float | None]:
+        """Per depth d: walks that accepted a node at depth d + 1 / walks that tested there."""
+        return [a / t if t else None for a, t in zip(self.depth_accepted, self.depth_tested, strict=True)]
+
     def to_dict(self) -> dict:
         """All counters and rates as a flat JSON-ready dict."""
-        return asdict(self) | {name: self.rate(name) for name in RATES}
+        rates = {name: self.rate(name) for name in RATES}
+        return asdict(self) | rates | {"acceptance_by_depth": self.acceptance_by_depth}
+
+
+# merge keeps the latest value of these
+LATEST = ("cost_ratio", "draft_length", "execution", "tree_max_nodes", "tree_max_depth")
+BY_DEPTH = ("depth_tested", "depth_accepted")  # per-depth counts, merged position by position
 
 
 # Each rate's (numerator, denominator), in the order `to_dict` lists them (module docstring).
@@ -167,6 +197,8 @@ RATES: dict[str, Callable[[GenerationMetrics], tuple[float, float]]] = {
     "tokens_per_second": lambda m: (m.new_tokens, m.wall_seconds),
     "overlap_efficiency": lambda m: (max(m.target_busy_seconds, m.draft_busy_seconds), m.wall_seconds),
     "hrad_overhead": lambda m: (m.hrad_seconds, m.wall_seconds),
+    "mean_tree_size": lambda m: (m.tree_nodes, m.tree_rounds),
+    "mean_tree_depth": lambda m: (m.tree_depth, m.tree_rounds),
 }
 
 # What `summarize_runs` reports, in this order.
@@ -181,6 +213,10 @@ SUMMARY_KEYS = (
     "overlap_efficiency",
     "cost_ratio",
     "hrad_overhead",
+    "execution",
+    "mean_tree_size",
+    "mean_tree_depth",
+    "acceptance_by_depth",
     "accept_lengths",
 )
 
@@ -198,11 +234,12 @@ def summarize_runs(runs: Sequence[GenerationMetrics]) -> dict:
 
     The rates are those of the summed counters (None where undefined; `hrad_overhead` None when
     H-RAD never ran); busy times are summed; `overlap_efficiency` and `cost_ratio` are means of
-    the runs' own values; accept_lengths are all the runs' rounds. No runs: every figure None
-    (accept_lengths empty).
+    the runs' own values; `execution` the latest run's (None: not SpecBranch);
+    accept_lengths are all the runs' rounds. No runs: every figure None (accept_lengths and
+    acceptance_by_depth empty).
     """
     if not runs:
-        return dict.fromkeys(SUMMARY_KEYS) | {"accept_lengths": []}
+        return dict.fromkeys(SUMMARY_KEYS) | {"accept_lengths": [], "acceptance_by_depth": []}
     t = total(runs)
     rates = {name: t.rate(name, undefined=None) for name in RATES}
     figures = {
@@ -211,6 +248,8 @@ def summarize_runs(runs: Sequence[GenerationMetrics]) -> dict:
         "overlap_efficiency": statistics.mean(m.overlap_efficiency for m in runs),
         "cost_ratio": statistics.mean(m.cost_ratio for m in runs),
         "hrad_overhead": rates["hrad_overhead"] if t.hrad_seconds else None,
+        "execution": t.execution or None,
+        "acceptance_by_depth": t.acceptance_by_depth,
         "accept_lengths": t.accept_lengths,
     }
     return {key: figures[key] if key in figures else rates[key] for key in SUMMARY_KEYS}

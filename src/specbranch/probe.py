@@ -1,9 +1,13 @@
-"""The cost ratio c = T_target_verify / T_draft_step, measured on the actual hardware.
+"""Forward times measured on the actual hardware: the cost ratio c and the cost curves.
 
 Parallel methods draft while the target verifies, so a branch should be about as long as the
-number of draft steps that fit in one target forward: c. `forward_seconds` times a model's
-forward over a few new tokens after a short context (a warm-up run excluded, median of the rest),
-on dummy token ids; the caches are reset afterwards.
+number of draft steps that fit in one target forward: c = T_target_verify / T_draft_step.
+`forward_seconds` times a model's forward over a few new tokens after a short context (a
+warm-up run excluded, median of the rest), on dummy token ids; the caches are reset afterwards.
+
+Tree execution and the execution choice need more than one ratio: `measure_curve` times a
+forward at several widths (`specbranch.costs.CostCurve`). Which placement to measure, and the
+cache that keeps the result per machine and model pair, are `specbranch.runtime.costs`.
 """
 
 from __future__ import annotations
@@ -12,6 +16,9 @@ import statistics
 import time
 from dataclasses import dataclass
 
+import torch
+
+from specbranch.costs import CostCurve
 from specbranch.runner import CachedModel
 
 VERIFY_TOKENS = 4  # a typical verification block (pending tokens + branch point)
@@ -47,3 +54,39 @@ class CostRatio:
     def draft_length(self) -> int:
         """Draft steps that fit in one target verification: round(c), within [1, MAX_DRAFT_LEN]."""
         return max(1, min(MAX_DRAFT_LEN, round(self.ratio)))
+
+
+# The cost curves (`specbranch.costs`): new tokens per target forward, and tree-level widths of
+# the draft, at which the probe measures.
+TARGET_SIZES = (1, 2, 4, 8, 16, 32, 64)
+DRAFT_WIDTHS = (1, 2, 4, 8, 16)
+SHARED_SIZES = (1, 2, 4, 8, 16, 32)  # the parallel mode verifies a branch, not a tree
+PROBE_CONTEXT = 64  # cached tokens before the measured ones: a short prompt
+
+
+def level_seconds(runner: CachedModel, width: int, repeats: int = 2) -> float:
+    """Median wall time of one forward over `width` new tokens after PROBE_CONTEXT cached ones,
+    each attending the context (a tree level, or a verification's worth of positions)."""
+    context = [(7 * i + 3) % runner.vocab_size for i in range(PROBE_CONTEXT)]
+    runner.reset()
+    runner.logits_for(context, 1)
+    tokens = [(11 * i + 5) % runner.vocab_size for i in range(width)]
+    times = []
+    for _ in range(repeats + 1):
+        start = time.perf_counter()
+        runner.tree_step(tokens, [[] for _ in tokens], [0] * width)
+        times.append(time.perf_counter() - start)
+        runner.crop(PROBE_CONTEXT)
+    runner.reset()
+    return statistics.median(times[1:])
+
+
+def measure_curve(runner: CachedModel, sizes: tuple[int, ...], threads: int | None = None) -> CostCurve:
+    """The cost curve of `runner` at `sizes` new tokens, on `threads` torch threads (None: as set)."""
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        return CostCurve(tuple((n, level_seconds(runner, n)) for n in sizes))
+    finally:
+        torch.set_num_threads(before)

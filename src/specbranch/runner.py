@@ -113,12 +113,15 @@ class CachedModel:
         return logits
 
     @torch.inference_mode()
-    def tree_step(self, tokens: list[int], ancestors: list[list[int]], depths: list[int]) -> torch.Tensor:
+    def tree_step(
+        self, tokens: list[int], ancestors: list[list[int]], depths: list[int], keep: int | None = None
+    ) -> torch.Tensor:
         """Feed one token per branch in one forward; logits after each: [m, vocab_size].
 
         tokens[i] sits `depths[i]` positions past the linear prefix and attends to the prefix,
         to the cache entries listed in ancestors[i] (its branch's earlier tokens), and to itself.
-        Returns logits in the order of tokens; the new entries take the next cache slots.
+        Returns logits in the order of tokens (only the last `keep` when given: the output
+        projection then runs over those rows only); the new entries take the next cache slots.
         """
         prefix, base, m = len(self.tokens), self.cache_length(), len(tokens)
         dtype = self.model.dtype if self.model.dtype.is_floating_point else torch.float32
@@ -130,7 +133,9 @@ class CachedModel:
         mask = torch.zeros(1, 1, m, base + m, dtype=dtype)
         mask.masked_fill_(~allowed, torch.finfo(dtype).min)  # [1, 1, m, base + m] additive
         positions = torch.tensor([[prefix + d for d in depths]], device=self.device)  # [1, m]
-        return self._forward(tokens, attention_mask=mask.to(self.device), position_ids=positions)
+        return self._forward(
+            tokens, attention_mask=mask.to(self.device), position_ids=positions, logits_to_keep=keep or 0
+        )
 
     def logits_for_tree(self, seq: list[int], tree: TokenTree) -> torch.Tensor:
         """Logits after the last token of seq and after each node of a draft tree hanging off
@@ -147,9 +152,9 @@ class CachedModel:
         ancestors = [chain[:i] for i in range(len(tail))]
         ancestors += [chain + [base + len(tail) + a for a in path[:-1]] for path in paths]
         depths = list(range(len(tail))) + [len(tail) - 1 + len(path) for path in paths]
-        logits = self.tree_step(tail + tree.tokens, ancestors, depths)  # [len(tail) + N, V]
+        logits = self.tree_step(tail + tree.tokens, ancestors, depths, keep=1 + len(tree))  # [1 + N, V]
         self.tokens.extend(tail)
-        return logits[len(tail) - 1 :]
+        return logits
 
     @torch.inference_mode()
     def keep_branch(self, positions: list[int], tokens: list[int]) -> None:

@@ -27,6 +27,7 @@ from specbranch.bench.methods import EngineRunner, HFAssistedRunner, MethodSpec,
 from specbranch.config import GenerationConfig, SamplingParams
 from specbranch.datasets import BenchPrompt
 from specbranch.engine import encode_prompt
+from specbranch.errors import SpecBranchError
 from specbranch.metrics import GenerationMetrics, summarize_runs
 from specbranch.models import ModelPair
 
@@ -35,7 +36,15 @@ Runner = EngineRunner | HFAssistedRunner  # what `make_runner` returns
 
 @dataclass
 class BenchConfig:
-    """What to run: methods x prompts, with one sampling setting."""
+    """What to run: methods x prompts, with one sampling setting.
+
+    placement: "shared" (every method may use every core; the parallel methods split them
+    between their two processes) or "split" (each model gets its own half of the cores for
+    every method, the analogue of a device per model: AR runs on the target's half; methods
+    that run draft and target one after the other in one process, sd, hf-assisted and serial
+    SpecBranch, run each on a half; the parallel methods as with "shared"). A variant's own
+    `threads` wins over both.
+    """
 
     methods: list[MethodSpec]
     prompts: list[BenchPrompt]
@@ -45,6 +54,7 @@ class BenchConfig:
     chat: bool = False
     seed: int = 0
     ignore_eos: bool = False
+    placement: str = "shared"
 
 
 def peak_rss_mb(pid: int | None = None) -> float:
@@ -99,6 +109,16 @@ def _run_one(runner: Runner, prompt_ids: list[int], config: GenerationConfig) ->
     return runner.run(prompt_ids, config)
 
 
+PLACEMENTS = ("shared", "split")
+
+
+def placement_threads(placement: str, cores: int) -> int:
+    """Torch threads an in-process method runs on: all `cores`, or (split) one model's half."""
+    if placement not in PLACEMENTS:
+        raise SpecBranchError(f"placement must be one of {', '.join(PLACEMENTS)}, got {placement!r}")
+    return cores if placement == "shared" else max(1, cores // 2)
+
+
 def run_bench(pair: ModelPair, bench: BenchConfig, progress: bool = True) -> dict:
     """Run the benchmark; returns the results dict that `report.write_outputs` writes."""
     machine = machine_info()  # at the start: the code that runs, not what is checked out at the end
@@ -106,7 +126,7 @@ def run_bench(pair: ModelPair, bench: BenchConfig, progress: bool = True) -> dic
     runners: dict[str, Runner] = {}
     try:
         for spec in bench.methods:  # into `runners` one by one, so a failure closes those made
-            torch.set_num_threads(default_threads)
+            torch.set_num_threads(placement_threads(bench.placement, default_threads))
             runners[spec.name] = make_runner(pair, spec)
         _warm_up(pair, bench, runners)
         baseline = next((s.name for s in bench.methods if s.method == "ar"), None)
@@ -178,6 +198,7 @@ def _config_dict(pair: ModelPair, bench: BenchConfig, baseline: str | None) -> d
         "chat": bench.chat,
         "seed": bench.seed,
         "ignore_eos": bench.ignore_eos,
+        "placement": bench.placement,
         "baseline": baseline,
         "model_pair": pair.name,
         "target_dtype": str(pair.target.dtype).removeprefix("torch."),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from specbranch.bench.run import PLACEMENTS
 from specbranch.cli.options import (
     add_config_options,
     add_model_options,
@@ -44,6 +45,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     bench.add_argument(
         "--ignore-eos", action="store_true", help="always generate --max-new-tokens tokens (fixed length)"
     )
+    bench.add_argument(
+        "--placement",
+        choices=PLACEMENTS,
+        default="shared",
+        help="shared (default): every method may use every core; split: each model gets its own half of "
+        "the cores for every method (AR on the target's half; sd, hf-assisted and serial specbranch run "
+        "each model on a half; the parallel methods as always), the analogue of a device per model",
+    )
     bench.add_argument("--out", default="bench-results", help="output folder (default bench-results)")
     bench.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     add_model_options(bench)
@@ -68,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     pair = load_from_args(args)  # a draft is loaded whenever the pair has one
     bench = BenchConfig(
         methods, prompts, args.max_new_tokens, sampling_from_args(args), args.repeats, args.chat, args.seed,
-        args.ignore_eos,
+        args.ignore_eos, args.placement,
     )
     results = run_bench(pair, bench, progress=not args.no_progress)
     files = write_outputs(results, args.out)

@@ -206,6 +206,7 @@ class ParallelDecoder:
         metrics.target_busy_seconds, metrics.draft_busy_seconds = self.target.busy_seconds, self.draft_busy
         metrics.draft_forwards = self.draft_forwards
         metrics.cost_ratio, metrics.draft_length = self.cost_ratio, self.policy.base_length
+        metrics.execution = "parallel"
 
     def alive(self) -> bool:
         return self.link.alive()

@@ -15,12 +15,19 @@ tree that the target verifies in one forward (ALGORITHM.md, "Tree execution"). O
      never by the drawn token itself, since keeping a sampled child because of what it is would
      bias rule 4 (a drawn token's identity may shape only the levels below it). A parent keeps a
      prefix of its children in draw order (rule 4 tests them in that order). EOS nodes get no
-     children;
+     children. With measured cost curves (`costs.CostCurve`) a level keeps the best children
+     only while each pays for its verify slot (`costs.best_prefix`: expected committed tokens
+     per second rise), and the tree grows another level only while its best next node would
+     pay for that draft step too; a node's expected acceptance is its path probability with
+     each factor calibrated by the acceptance the walks observed so far in the request
+     (`Calibration`). Without curves the tree is filled to N nodes and D levels;
   2. one target forward over the uncached committed tail and every node, with a tree attention
      mask (`CachedModel.logits_for_tree`): p after the root and after each node;
   3. walk the tree from the root (`verify.verify_tree`, rule 3 or 4): commit the accepted path
      and the recovered or bonus token after it;
-  4. keep the accepted path's KV in both caches (`keep_branch`) and drop the rest.
+  4. keep the accepted path's KV in both caches (`keep_branch`) and drop the rest;
+  5. learn from the walk: which tested nodes had a child accepted, by depth (`Calibration`,
+     the acceptance-by-depth metrics).
 
 Everything the tree's shape depends on is known before verification, so the output is exactly
 the target's (greedy: token for token; sampled: in distribution).
@@ -29,13 +36,16 @@ the target's (greedy: token for token; sampled: in distribution).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 import torch
 
 from specbranch.config import SamplingParams
+from specbranch.costs import CostCurve, best_prefix
 from specbranch.decoders.base import SerialDecoder
-from specbranch.metrics import RoundStats
+from specbranch.metrics import GenerationMetrics, RoundStats
+from specbranch.policies import DraftPolicy, RoundFeedback
 from specbranch.runner import CachedModel
 from specbranch.sampling import process_logits, sample_without_replacement
 from specbranch.tree import TokenTree
@@ -45,22 +55,75 @@ from specbranch.verify import verify_tree
 @dataclass(frozen=True)
 class TreeBudget:
     """How large a tree may grow: `nodes` drafted tokens in all (N), `depth` levels (D), at most
-    `k_max` children per node."""
+    `k_max` children per node. `target` / `draft`: measured cost curves (target forward over n
+    tokens, draft level n nodes wide); with them each round's tree is sized by the throughput
+    model within N and D, without them it is filled to N and D."""
 
     nodes: int
     depth: int
     k_max: int
+    target: CostCurve | None = None
+    draft: CostCurve | None = None
+
+
+@dataclass
+class Calibration:
+    """How the draft's probabilities turn into the target's acceptances, learnt in a request.
+
+    At every node the walk tested, the draft predicted that one of its children would be
+    accepted with probability sum(q of the children) (capped at 1). `tests` counts those
+    tests, `entered` the ones where a child was accepted, `predicted` sums the predictions,
+    all decaying by DECAY per round so the estimates follow the text (code, prose).
+    beta = (entered + 1) / (predicted + 1): a node's calibrated conditional acceptance is
+    min(1, beta * q). `step_acceptance` = (entered + 1) / (tests + 2): how often a tested node
+    had a child accepted, the guess for a level not drafted yet.
+    """
+
+    DECAY = 0.9
+    tests: float = 0.0
+    entered: float = 0.0
+    predicted: float = 0.0
+
+    @property
+    def beta(self) -> float:
+        return (self.entered + 1.0) / (self.predicted + 1.0)
+
+    @property
+    def step_acceptance(self) -> float:
+        return (self.entered + 1.0) / (self.tests + 2.0)
+
+    def accept(self, q: float) -> float:
+        """Calibrated probability that a child the draft gives probability q is accepted."""
+        return min(1.0, self.beta * q)
+
+    def learn(self, tests: list[tuple[float, bool]]) -> None:
+        """One round's tests: (the draft's predicted acceptance, whether a child was accepted)."""
+        self.tests = self.DECAY * self.tests + len(tests)
+        self.entered = self.DECAY * self.entered + sum(hit for _, hit in tests)
+        self.predicted = self.DECAY * self.predicted + sum(min(1.0, q) for q, _ in tests)
+
+
+@dataclass
+class _Nodes:
+    """Per-node numbers beside a TokenTree: `value` the calibrated probability that the walk
+    accepts the node (its path's product), `q` the draft's probability of its token; and
+    `spent`, the modelled seconds of the draft forwards that grew the tree so far."""
+
+    value: list[float] = field(default_factory=list)
+    q: list[float] = field(default_factory=list)
+    spent: float = 0.0
 
 
 @dataclass(frozen=True)
 class _Candidate:
-    """A child the draft proposes: `rank` (what selection reads: the parent's path probability
-    times the draft probability of this child's rank), `score` (its own path probability, for
-    its descendants), parent node, draw order among its siblings, token, and (sampled) the
-    distribution it was drawn from."""
+    """A child the draft proposes: `rank` (what selection reads: the parent's value times the
+    calibrated acceptance of this child's *rank*), `value` and `q` (its value and the draft's
+    probability of its own token: they shape only the levels below it), parent node, draw order
+    among its siblings, token, and (sampled) the distribution it was drawn from."""
 
     rank: float
-    score: float
+    value: float
+    q: float
     parent: int
     order: int
     token: int
@@ -72,6 +135,10 @@ class TreeDecoder(SerialDecoder):
 
     draft_sampling: "sample" (children drawn without replacement, rule 4) or "greedy" (top-k,
     rule 3); at temperature 0 the deterministic rule is always used.
+    policy: a draft-length policy (`--draft-policy`), or None. It shapes trees only with what is
+    known before verification: its `max_length()` caps a round's depth, and a node below the
+    root gets children only where its `keep()` accepts the draft's distribution there; it
+    observes every round.
     """
 
     def __init__(
@@ -82,26 +149,36 @@ class TreeDecoder(SerialDecoder):
         budget: TreeBudget,
         max_length: int,
         eos_ids: frozenset[int],
+        policy: DraftPolicy | None = None,
     ) -> None:
-        self.target, self.draft, self.budget = target, draft, budget
+        self.target, self.draft, self.budget, self.policy = target, draft, budget, policy
         self.draft_sampling, self.max_length, self.eos_ids = draft_sampling, max_length, eos_ids
 
     def start(self, prompt_ids: list[int], sampling: SamplingParams, seed: int) -> None:
         super().start(prompt_ids, sampling, seed)
         self.sampled = self.draft_sampling == "sample" and not sampling.greedy
+        self.calibration = Calibration()
+        self.rounds = self.tree_nodes = self.tree_depth = 0
+        self.depth_tested = [0] * (self.budget.depth + 1)
+        self.depth_accepted = [0] * (self.budget.depth + 1)
 
     def step(self, seq: list[int], budget: int) -> RoundStats:
+        start = time.perf_counter()
         # The walk commits one token past its path; no position may pass the context window.
         depth = max(0, min(self.budget.depth, budget - 1, self.max_length - len(seq) - 1))
-        tree, slots = self._grow(seq, depth)
+        if self.policy is not None:
+            depth = min(depth, self.policy.max_length())
+        tree, nodes, slots = self._grow(seq, depth)
         p = process_logits(self.target.logits_for_tree(seq, tree), self.sampling)  # [1 + N, V]
         verdict = verify_tree(p, tree, self.verify_gen)
         path_tokens = [tree.tokens[j] for j in verdict.path]
         self.target.keep_branch([len(seq) + j for j in verdict.path], path_tokens)
         fed = [slots[j] for j in verdict.path if j in slots]  # the path's nodes the draft has KV for
         self.draft.keep_branch(fed, path_tokens[: len(fed)])
-        stopped_at_children = bool(tree.children(verdict.path[-1] if verdict.path else -1))
-        verified = len(verdict.path) + stopped_at_children
+        verified = len(verdict.path) + (self._learn(tree, nodes, verdict.path) > len(verdict.path))
+        if self.policy is not None:
+            elapsed = time.perf_counter() - start
+            self.policy.observe(RoundFeedback(verified, len(verdict.path), len(verdict.committed), elapsed))
         return RoundStats(
             committed=verdict.committed,
             drafted=verified,
@@ -110,16 +187,45 @@ class TreeDecoder(SerialDecoder):
             drafted_total=len(tree),
         )
 
-    def _grow(self, seq: list[int], depth: int) -> tuple[TokenTree, dict[int, int]]:
-        """The draft's tree after seq, and the draft cache slot of every node it fed."""
-        tree = TokenTree([], [], [] if self.sampled else None)
-        scores: list[float] = []
+    def report(self, metrics: GenerationMetrics) -> None:
+        super().report(metrics)
+        metrics.execution = "serial"
+        metrics.tree_max_nodes, metrics.tree_max_depth = self.budget.nodes, self.budget.depth
+        metrics.tree_rounds, metrics.tree_nodes = self.rounds, self.tree_nodes
+        metrics.tree_depth = self.tree_depth
+        metrics.depth_tested, metrics.depth_accepted = list(self.depth_tested), list(self.depth_accepted)
+
+    def _learn(self, tree: TokenTree, nodes: _Nodes, path: list[int]) -> int:
+        """Count the walk's tests by depth and feed them to the calibration; the number of tests."""
+        tests, node = [], -1
+        for depth in range(len(path) + 1):
+            children = tree.children(node)
+            if not children:
+                break
+            hit = depth < len(path)
+            tests.append((sum(nodes.q[c] for c in children), hit))
+            self.depth_tested[depth] += 1
+            self.depth_accepted[depth] += hit
+            node = path[depth] if hit else node
+        self.calibration.learn(tests)
+        self.rounds += 1
+        self.tree_nodes += len(tree)
+        self.tree_depth += max((len(tree.path(j)) for j in range(len(tree))), default=0)
+        return len(tests)
+
+    def _grow(self, seq: list[int], depth: int) -> tuple[TokenTree, _Nodes, dict[int, int]]:
+        """The draft's tree after seq, its nodes' numbers, and the draft cache slot of every node
+        it fed."""
+        tree, nodes = TokenTree([], [], [] if self.sampled else None), _Nodes()
         slots: dict[int, int] = {}
         frontier, logits = [-1], self.draft.logits_for(seq, 1)  # logits: [len(frontier), V]
+        nodes.spent = self.budget.draft.seconds(1) if self.budget.draft else 0.0
         for level in range(depth):
-            candidates = self._propose(tree, scores, frontier, logits)
-            frontier = self._add(tree, scores, self._select(candidates, self.budget.nodes - len(tree)))
+            candidates = self._propose(tree, nodes, frontier, logits)
+            frontier = self._add(tree, nodes, self._select(candidates, tree, nodes))
             if not frontier or level + 1 == depth:
+                break
+            if not self._worth_a_level(tree, nodes, frontier, depth - level - 1):
                 break
             base = self.draft.cache_length()
             logits = self.draft.tree_step(
@@ -128,51 +234,87 @@ class TreeDecoder(SerialDecoder):
                 [len(tree.path(j)) - 1 for j in frontier],
             )  # [len(frontier), V]
             slots.update({j: base + i for i, j in enumerate(frontier)})
-        return tree, slots
+            nodes.spent += self.budget.draft.seconds(len(frontier)) if self.budget.draft else 0.0
+        return tree, nodes, slots
 
     def _propose(
-        self, tree: TokenTree, scores: list[float], frontier: list[int], logits: torch.Tensor
+        self, tree: TokenTree, nodes: _Nodes, frontier: list[int], logits: torch.Tensor
     ) -> list[_Candidate]:
         """Children for every frontier node from the draft's logits there: [len(frontier), V]."""
-        raw = logits.float().softmax(-1)  # [m, V] the draft's own distribution: confidence, scores
+        raw = logits.float().softmax(-1)  # [m, V] the draft's own distribution: confidence, values
         q = process_logits(logits, self.sampling)  # [m, V]
+        accept = self.calibration.accept
+        kept = self.policy.keep(raw) if self.policy is not None else [True] * len(frontier)
         candidates = []
         for i, node in enumerate(frontier):
-            if node >= 0 and tree.tokens[node] in self.eos_ids:
+            if node >= 0 and (tree.tokens[node] in self.eos_ids or not kept[i]):
                 continue
             k = max(1, math.floor(self.budget.k_max * (1.0 - float(raw[i].max()))))
             if self.sampled:
                 tokens, rows = sample_without_replacement(q[i], k, self.draft_gen)
             else:
                 tokens, rows = torch.topk(logits[i], k).indices.tolist(), [None] * k
-            base = scores[node] if node >= 0 else 1.0
+            base = nodes.value[node] if node >= 0 else 1.0
             ranked = torch.topk(raw[i], k).values.tolist()  # the k largest, for the ranks
             candidates += [
-                _Candidate(base * ranked[order], base * float(raw[i][t]), node, order, t, row)
+                _Candidate(base * accept(ranked[order]), base * accept(own), own, node, order, t, row)
                 for order, (t, row) in enumerate(zip(tokens, rows, strict=True))
+                for own in (float(raw[i][t]),)
             ]
         return candidates
 
-    @staticmethod
-    def _select(candidates: list[_Candidate], room: int) -> list[_Candidate]:
-        """The best-scoring candidates that fit in `room`, each parent keeping a prefix of its
-        children in draw order; returned in (parent, draw order) order."""
-        chosen: set[tuple[int, int]] = set()
+    def _select(
+        self, candidates: list[_Candidate], tree: TokenTree, nodes: _Nodes
+    ) -> list[_Candidate]:
+        """The children to add: best rank first, each parent keeping a prefix of its children in
+        draw order, within the node budget and (with cost curves) as many as pay for their
+        verify slots; returned in (parent, draw order) order."""
+        chosen: list[_Candidate] = []
+        taken: set[tuple[int, int]] = set()
         for c in sorted(candidates, key=lambda c: -c.rank):
-            if len(chosen) == room:
+            if len(chosen) == self.budget.nodes - len(tree):
                 break
-            if c.order == 0 or (c.parent, c.order - 1) in chosen:
-                chosen.add((c.parent, c.order))
-        kept = [c for c in candidates if (c.parent, c.order) in chosen]
-        return sorted(kept, key=lambda c: (c.parent, c.order))
+            if c.order == 0 or (c.parent, c.order - 1) in taken:
+                taken.add((c.parent, c.order))
+                chosen.append(c)
+        if self.budget.target is not None:
+            expected = 1.0 + sum(nodes.value)  # committed tokens the tree so far is expected to give
+            seconds = nodes.spent + self.budget.target.seconds(1 + len(tree))
+            values = [c.rank for c in chosen]
+            chosen = chosen[: best_prefix(values, expected, seconds, len(tree), self.budget.target)]
+        return sorted(chosen, key=lambda c: (c.parent, c.order))
+
+    def _worth_a_level(self, tree: TokenTree, nodes: _Nodes, frontier: list[int], levels: int) -> bool:
+        """Whether drafting on pays: the best frontier node's chain is guessed to go on being
+        accepted, level after level, as often as tested nodes have been (`step_acceptance`),
+        and some of the next `levels` levels (the first over the whole frontier, the rest one
+        node wide) must raise the expected committed tokens per second after paying their
+        draft steps and verify slots. Looking several levels ahead matters: on predictable text
+        one level rarely pays for itself while a run of them does."""
+        target, draft = self.budget.target, self.budget.draft
+        if target is None or draft is None:
+            return True
+        expected, n = 1.0 + sum(nodes.value), len(tree)
+        seconds = nodes.spent + target.seconds(1 + n)
+        value, step = max(nodes.value[j] for j in frontier), self.calibration.step_acceptance
+        gain, drafting = 0.0, draft.seconds(len(frontier))
+        for ahead in range(1, levels + 1):
+            value *= step
+            gain += value
+            verify = target.seconds(1 + n + ahead) - target.seconds(1 + n)
+            cost = drafting + (ahead - 1) * draft.seconds(1) + verify
+            if (expected + gain) / (seconds + cost) > expected / seconds:
+                return True
+        return False
 
     @staticmethod
-    def _add(tree: TokenTree, scores: list[float], chosen: list[_Candidate]) -> list[int]:
+    def _add(tree: TokenTree, nodes: _Nodes, chosen: list[_Candidate]) -> list[int]:
         """Append the chosen children to the tree; their node indices."""
         for c in chosen:
             tree.tokens.append(c.token)
             tree.parents.append(c.parent)
-            scores.append(c.score)
+            nodes.value.append(c.value)
+            nodes.q.append(c.q)
             if tree.q is not None:
                 tree.q.append(c.row)
         return list(range(len(tree) - len(chosen), len(tree)))

@@ -2,8 +2,9 @@
 
 Everything the algorithms leave to their caller happens here: KV caches (`CachedModel`), the
 thread split between the target side and the draft worker, the draft worker process (or the
-inline drafter), the cost probe (c = target verify time / draft step time, `specbranch.probe`)
-and the H-RAD keeper a `--hrad` spec names.
+inline drafter), the cost probe (c = target verify time / draft step time, `specbranch.probe`),
+the cost curves that size trees and choose SpecBranch's execution (`runtime.placement`) and the
+H-RAD keeper a `--hrad` spec names.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from pathlib import Path
 
 import torch
 
-from specbranch.config import ParallelConfig, SpeculativeConfig
+from specbranch.config import DEFAULT_TREE_DEPTH, ParallelConfig, SpeculativeConfig
+from specbranch.costs import Placement, choose_execution
 from specbranch.decoders.ar import AutoregressiveDecoder
 from specbranch.decoders.drafter import BranchDrafter
 from specbranch.decoders.parallel import BranchKeeper, BranchPolicy, ParallelDecoder
@@ -28,6 +30,7 @@ from specbranch.models import ModelPair
 from specbranch.policies import build_policy
 from specbranch.probe import VERIFY_TOKENS, CostRatio, forward_seconds
 from specbranch.runner import CachedModel
+from specbranch.runtime.placement import placement_costs
 from specbranch.transport.inline import InlineLink
 from specbranch.transport.messages import DraftLink
 from specbranch.transport.process import WorkerLink, WorkerOptions
@@ -63,22 +66,35 @@ def build_pearl(
 def build_specbranch(
     pair: ModelPair, spec: SpeculativeConfig, config: ParallelConfig, probe: bool
 ) -> ParallelDecoder | TreeDecoder:
-    """SpecBranch: branches at likely rejections, with the H-RAD keeper `config.hrad` names; or,
-    with execution "serial", a token tree verified in one target forward."""
-    if config.execution == "serial":
-        return build_tree(pair, spec, config)
+    """SpecBranch: branches drafted while the target verifies (execution "parallel", with the
+    H-RAD keeper `config.hrad` names), or a token tree verified in one target forward ("serial");
+    "auto" picks the one the measured cost curves predict faster (`costs.choose_execution`).
+    The curves also size the serial trees; without a probe the trees fill N and D."""
+    execution = config.execution
+    costs = placement_costs(pair, *_shares(config)) if probe and execution != "parallel" else None
+    if execution == "auto":
+        execution = choose_execution(costs, _tree_depth(config)) if costs else "serial"
+    if execution == "serial":
+        return build_tree(pair, spec, config, costs)
     return build_parallel(pair, "specbranch", spec, config, resolve_keeper(config.hrad, pair), probe)
 
 
-DEFAULT_TREE_DEPTH = 6  # fixed until the cost probe chooses N and D (issue 19)
+def _tree_depth(config: ParallelConfig) -> int:
+    return config.max_draft_len or DEFAULT_TREE_DEPTH
 
 
-def build_tree(pair: ModelPair, spec: SpeculativeConfig, config: ParallelConfig) -> TreeDecoder:
-    """SpecBranch, serial execution: both models in this process, one tree per round."""
-    budget = TreeBudget(config.tree_nodes, config.max_draft_len or DEFAULT_TREE_DEPTH, config.k_max)
+def build_tree(
+    pair: ModelPair, spec: SpeculativeConfig, config: ParallelConfig, costs: Placement | None = None
+) -> TreeDecoder:
+    """SpecBranch, serial execution: both models in this process, one tree per round, sized by
+    the measured serial cost curves when given."""
+    depth = _tree_depth(config)
+    curves = (costs.target, costs.draft) if costs else (None, None)
+    budget = TreeBudget(config.tree_nodes, depth, config.k_max, *curves)
+    policy = build_policy(spec.draft_policy, spec.gamma, depth) if spec.draft_policy else None
     target = CachedModel(pair.target, pair.vocab_size)
     draft = CachedModel(pair.draft, pair.vocab_size)
-    return TreeDecoder(target, draft, spec.draft_sampling, budget, pair.max_length, pair.eos_ids)
+    return TreeDecoder(target, draft, spec.draft_sampling, budget, pair.max_length, pair.eos_ids, policy)
 
 
 HRAD_OFF = (None, "none", "off")
@@ -101,10 +117,17 @@ def resolve_keeper(spec: str | None, pair: ModelPair) -> PredictorKeeper | None:
     return PredictorKeeper(Predictor.load(path, pair))
 
 
-def _link(pair: ModelPair, config: ParallelConfig, target: CachedModel) -> DraftLink:
-    """The draft side: an inline drafter, or a worker process on its share of the threads."""
+def _shares(config: ParallelConfig) -> tuple[int, int]:
+    """Torch threads of the target side and of the draft worker in the parallel mode: as
+    configured, else half the cores each."""
     cores = os.cpu_count() or 2
     draft_threads = config.draft_threads or max(1, cores // 2)
+    return config.target_threads or max(1, cores - draft_threads), draft_threads
+
+
+def _link(pair: ModelPair, config: ParallelConfig, target: CachedModel) -> DraftLink:
+    """The draft side: an inline drafter, or a worker process on its share of the threads."""
+    target_threads, draft_threads = _shares(config)
     if config.inline:
         if config.target_threads:
             torch.set_num_threads(config.target_threads)
@@ -117,7 +140,7 @@ def _link(pair: ModelPair, config: ParallelConfig, target: CachedModel) -> Draft
         master_port=config.master_port,
         timeout=config.worker_timeout,
     )
-    torch.set_num_threads(config.target_threads or max(1, cores - draft_threads))
+    torch.set_num_threads(target_threads)
     return WorkerLink(pair.draft, pair.vocab_size, pair.eos_ids, options, target.device)
 
 

@@ -1,0 +1,131 @@
+"""Cost curves and the throughput model that sizes trees and picks SpecBranch's execution.
+
+A *cost curve* gives the seconds of one forward over n new tokens (the target verifying n
+tokens, or the draft stepping a tree level n nodes wide), measured on the actual hardware by
+`specbranch.probe` at a few n and interpolated linearly between them (beyond the last point:
+the last segment's slope). Nothing here measures or loads a model: these are plain numbers,
+so the decoders and the unit tests use them directly.
+
+Throughput model (ALGORITHM.md, "Tree execution: budget from measurement"): a round commits
+1 + (expected accepted draft tokens) tokens, and the expected accepted tokens of a tree are
+the sum over its nodes of the probability that the walk reaches and accepts them. With a
+per-token acceptance alpha, a chain of L drafted tokens commits E(L) = (1 - alpha^(L+1)) /
+(1 - alpha) tokens per round. Serial execution spends draft levels plus one target forward per
+round; parallel execution overlaps them, so a round costs the slower of the two sides, each on
+its share of the device.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass
+
+# Per-token acceptances the execution choice is judged over, before any generation has been
+# observed: the mode chosen must be the faster one on average over this plausible range
+# (prose to code), not at one guessed value.
+ACCEPTANCE_RANGE = (0.5, 0.7, 0.9)
+
+
+@dataclass(frozen=True)
+class CostCurve:
+    """Seconds of one forward over n new tokens: `points` are measured (n, seconds), n rising."""
+
+    points: tuple[tuple[int, float], ...]
+
+    def __post_init__(self) -> None:
+        ns = [n for n, _ in self.points]
+        if not ns or ns != sorted(set(ns)) or ns[0] < 1 or any(s <= 0 for _, s in self.points):
+            raise ValueError(f"a cost curve needs rising n >= 1 and positive times, got {self.points}")
+
+    def seconds(self, n: float) -> float:
+        """Interpolated seconds for n tokens (n <= the first point: that point's time)."""
+        ns = [p[0] for p in self.points]
+        if n <= ns[0] or len(ns) == 1:
+            return self.points[0][1]
+        i = min(bisect.bisect_left(ns, n), len(ns) - 1)
+        (n0, s0), (n1, s1) = self.points[i - 1], self.points[i]
+        return s0 + (s1 - s0) * (n - n0) / (n1 - n0)
+
+    def to_list(self) -> list[list[float]]:
+        return [[n, s] for n, s in self.points]
+
+    @classmethod
+    def from_list(cls, points: list[list[float]]) -> CostCurve:
+        return cls(tuple((int(n), float(s)) for n, s in points))
+
+
+def chain_tokens(alpha: float, length: int) -> float:
+    """Expected tokens one round commits when it drafts a chain of `length` tokens, each
+    accepted with probability alpha given its predecessors were: E(L) = sum_{i=0..L} alpha^i."""
+    return sum(alpha**i for i in range(length + 1))
+
+
+@dataclass(frozen=True)
+class Placement:
+    """The measured costs of one machine and model pair.
+
+    target / draft: each model alone with all of the device (the serial modes).
+    target_shared / draft_shared: each model on its share while the other runs (the parallel
+    mode; on separate devices these equal the full curves).
+    """
+
+    target: CostCurve
+    draft: CostCurve
+    target_shared: CostCurve
+    draft_shared: CostCurve
+
+
+def serial_rate(costs: Placement, alpha: float, max_length: int) -> tuple[float, int]:
+    """Predicted tokens/s of serial execution and its best chain length: drafting L tokens (one
+    draft step each) then verifying L + 1 in one target forward. A tree does at least this well
+    (a chain is a tree)."""
+    best = max(
+        (chain_tokens(alpha, n) / (n * costs.draft.seconds(1) + costs.target.seconds(n + 1)), n)
+        for n in range(1, max_length + 1)
+    )
+    return best
+
+
+def parallel_rate(costs: Placement, alpha: float, max_length: int) -> tuple[float, int]:
+    """Predicted tokens/s of parallel execution and its best branch length: a round drafts L
+    tokens on the draft's share while the target verifies on its share, so it costs the slower
+    of the two; and a rejection (probability 1 - alpha^L) throws away the branch drafted
+    meanwhile, so the next one is drafted while the target waits (counted in full: the
+    branches that hedge a rejection are not credited, which matched the measured ranking on a
+    2-core CPU, benchmarks/RESULTS.md)."""
+    return max(
+        (
+            chain_tokens(alpha, n)
+            / (
+                max(costs.target_shared.seconds(n + 1), n * costs.draft_shared.seconds(1))
+                + (1 - alpha**n) * n * costs.draft_shared.seconds(1)
+            ),
+            n,
+        )
+        for n in range(1, max_length + 1)
+    )
+
+
+def choose_execution(costs: Placement, max_length: int) -> str:
+    """"serial" or "parallel": the mode with the higher predicted throughput, as a geometric
+    mean over ACCEPTANCE_RANGE (ties go to serial, which needs no second process)."""
+    ratio = 1.0
+    for alpha in ACCEPTANCE_RANGE:
+        ratio *= parallel_rate(costs, alpha, max_length)[0] / serial_rate(costs, alpha, max_length)[0]
+    return "parallel" if ratio > 1.0 else "serial"
+
+
+def best_prefix(values: list[float], base_value: float, base_seconds: float, nodes: int,
+                target: CostCurve) -> int:
+    """How many of `values` (candidate nodes' expected acceptances, best first) to add to a tree
+    that already expects `base_value` tokens per round at `base_seconds` with `nodes` nodes: the
+    count j that maximises (base_value + sum(values[:j])) / (base_seconds + extra verify time),
+    the extra verify time being target(1 + nodes + j) - target(1 + nodes). 0: add none."""
+    verify = target.seconds(1 + nodes)
+    best, best_rate, gained = 0, base_value / base_seconds, 0.0
+    for j, value in enumerate(values, start=1):
+        gained += value
+        rate = (base_value + gained) / (base_seconds + target.seconds(1 + nodes + j) - verify)
+        if rate > best_rate:
+            best, best_rate = j, rate
+    return best

@@ -1,0 +1,116 @@
+"""The measured costs of this machine and model pair (`costs.Placement`), cached per both.
+
+Serial execution runs each model alone on the whole device: its curves are measured with the
+caller's torch threads. Parallel execution runs the two at once, each on its share: on a CPU
+the target on `target_threads` and the draft on `draft_threads` (half the cores each by
+default), on separate devices each on its own; on one GPU the two share its compute, so the
+shared curves are the full ones at twice the time (the device runs one kernel stream at a time
+in the best case).
+
+The probe takes 10-40 s on a 2-core CPU with the built-in pair, so its result is stored in the
+model cache (`probes/<key>.json`) under a key naming the machine (CPU model and the flags
+that set its arithmetic speed, cores, GPU, torch version), the two models (their paths,
+dtypes, devices, whether quantized) and the thread counts. Models without a path (built in
+memory, as the tests do) are measured every time and never cached.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+from pathlib import Path
+
+import torch
+
+from specbranch.costs import CostCurve, Placement
+from specbranch.models import ModelPair
+from specbranch.models.cache import cache_dir
+from specbranch.probe import DRAFT_WIDTHS, SHARED_SIZES, TARGET_SIZES, measure_curve
+from specbranch.runner import CachedModel
+
+PLACEMENT_FIELDS = ("target", "draft", "target_shared", "draft_shared")  # costs.Placement, stored
+CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "neon", "asimd")
+
+
+def machine_identity() -> dict:
+    """What makes forward times differ between machines."""
+    name, flags = platform.processor(), []
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            lines = info.read().splitlines()
+        name = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), name)
+        present = set(next((ln for ln in lines if ln.startswith("flags")), "").split())
+        flags = [f for f in CPU_FLAGS if f in present]
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {"cpu": name, "flags": flags, "cores": os.cpu_count(), "gpu": gpu, "torch": torch.__version__}
+
+
+def _model_identity(model: torch.nn.Module) -> dict | None:
+    path = getattr(getattr(model, "config", None), "_name_or_path", "")
+    if not path:
+        return None
+    param = next(model.parameters())
+    quantized = any("quantized" in type(m).__module__ for m in model.modules())
+    return {"path": str(path), "dtype": str(param.dtype), "device": str(param.device), "int8": quantized}
+
+
+def probe_key(pair: ModelPair, threads: tuple[int, int, int]) -> str | None:
+    """The cache key of a pair's costs on this machine, or None when a model has no path."""
+    target, draft = _model_identity(pair.target), _model_identity(pair.draft)
+    if target is None or draft is None:
+        return None
+    identity = {"machine": machine_identity(), "target": target, "draft": draft, "threads": threads}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def _measure(pair: ModelPair, threads: tuple[int, int, int]) -> Placement:
+    full, target_share, draft_share = threads
+    target = CachedModel(pair.target, pair.vocab_size)
+    draft = CachedModel(pair.draft, pair.vocab_size)
+    target_curve = measure_curve(target, TARGET_SIZES, full)
+    draft_curve = measure_curve(draft, DRAFT_WIDTHS, full)
+    if target.device != draft.device:  # a device each: the parallel mode runs each on its own
+        return Placement(target_curve, draft_curve, target_curve, draft_curve)
+    if target.device.type == "cuda":  # one GPU shared by both
+        doubled = [CostCurve(tuple((n, 2 * s) for n, s in c.points)) for c in (target_curve, draft_curve)]
+        return Placement(target_curve, draft_curve, *doubled)
+    return Placement(
+        target_curve,
+        draft_curve,
+        measure_curve(target, SHARED_SIZES, target_share),
+        measure_curve(draft, (1,), draft_share),
+    )
+
+
+def probe_dir() -> Path:
+    """Where measured costs are kept: `probes/` in the model cache."""
+    return cache_dir() / "probes"
+
+
+def placement_costs(pair: ModelPair, target_threads: int, draft_threads: int) -> Placement:
+    """The pair's measured costs on this machine (from the cache when measured before).
+
+    target_threads / draft_threads: each model's share in the parallel mode.
+    """
+    threads = (torch.get_num_threads(), target_threads, draft_threads)
+    key = probe_key(pair, threads)
+    path = probe_dir() / f"{key}.json" if key else None
+    if path is not None and path.is_file():
+        try:
+            data = json.loads(path.read_text())
+            return Placement(*(CostCurve.from_list(data[name]) for name in PLACEMENT_FIELDS))
+        except (ValueError, KeyError, TypeError):
+            pass  # an unreadable entry is measured again and overwritten
+    costs = _measure(pair, threads)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = {name: getattr(costs, name).to_list() for name in PLACEMENT_FIELDS}
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data | {"machine": machine_identity()}, indent=1))
+        tmp.replace(path)
+    return costs
+
