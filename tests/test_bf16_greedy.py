@@ -62,7 +62,9 @@ BASE_DRAFT = perturbed(BASE_TARGET, 0.01, seed=2)
 METHODS = {
     "sd": (SpeculativeConfig(gamma=4), {}),
     "pearl": (None, {"inline": True, "max_draft_len": 4}),
-    "specbranch": (None, {"inline": True, "k_max": 3, "epsilon": 0.1, "max_draft_len": 4}),
+    "specbranch": (
+        None, {"execution": "parallel", "inline": True, "k_max": 3, "epsilon": 0.1, "max_draft_len": 4}
+    ),
 }
 
 

@@ -56,7 +56,10 @@ def test_int8_draft_keeps_output_exact(folders, capsys):
 
 @pytest.mark.parametrize(
     "method,extra",
-    [("pearl", ["--max-draft-len", "3"]), ("specbranch", ["--k-max", "3", "--epsilon", "0.1"])],
+    [
+        ("pearl", ["--max-draft-len", "3"]),
+        ("specbranch", ["--execution", "parallel", "--k-max", "3", "--epsilon", "0.1"]),
+    ],
 )
 def test_parallel_methods_with_int8_draft_worker_equal_ar(folders, capsys, method, extra):
     target, draft = folders

@@ -114,7 +114,8 @@ TARGET = tiny_model(seed=1)
 PAIR = make_pair(TARGET, perturbed(TARGET, 0.02, seed=2))
 PROMPT = [3, 17, 42, 8, 8, 1]
 METHOD_OPTIONS = {"sd": {}, "pearl": {"inline": True, "max_draft_len": 4},
-                  "specbranch": {"inline": True, "k_max": 3, "epsilon": 0.1, "max_draft_len": 5}}
+                  "specbranch": {"execution": "parallel", "inline": True, "k_max": 3, "epsilon": 0.1,
+                                 "max_draft_len": 5}}
 
 
 @pytest.mark.parametrize("policy", POLICIES)
@@ -132,7 +133,8 @@ def test_policy_crosses_to_the_draft_worker_process():
     config = GenerationConfig(max_new_tokens=40)
     expected = Engine(PAIR, "ar").generate(PROMPT, config).token_ids
     spec = SpeculativeConfig(draft_sampling="greedy", draft_policy="svip:threshold=0.5,cap=3")
-    with Engine(PAIR, "specbranch", spec, k_max=3, epsilon=0.1, max_draft_len=5) as engine:
+    options = {"execution": "parallel", "k_max": 3, "epsilon": 0.1, "max_draft_len": 5}
+    with Engine(PAIR, "specbranch", spec, **options) as engine:
         result = engine.generate(PROMPT, config)
         assert result.token_ids == expected
         assert engine.decoder.link.alive()
@@ -148,7 +150,8 @@ def test_temperature_one_distribution_is_exact_with_every_policy(method, policy)
     sampling, length, n = SamplingParams(temperature=1.0), 3, 1500
     spec = SpeculativeConfig(gamma=2, draft_policy=policy)
     options = {"sd": {}, "pearl": {"inline": True, "max_draft_len": 2},
-               "specbranch": {"inline": True, "k_max": 4, "epsilon": 0.25, "max_draft_len": 3}}[method]
+               "specbranch": {"execution": "parallel", "inline": True, "k_max": 4, "epsilon": 0.25,
+                              "max_draft_len": 3}}[method]
     with Engine(make_pair(SMALL_TARGET, SMALL_DRAFT), method, spec, **options) as engine:
         counts = sampled_counts(engine, [1, 2, 3], length, sampling, n)
     expected = processed_distribution(SMALL_TARGET, [1, 2, 3], length, sampling)

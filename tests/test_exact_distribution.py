@@ -49,7 +49,9 @@ SAMPLINGS = {
 }
 PARALLEL = {
     "pearl": {"inline": True, "max_draft_len": 2},
-    "specbranch": {"inline": True, "k_max": 4, "epsilon": 0.1, "max_draft_len": 2, "hrad": None},
+    "specbranch": {
+        "execution": "parallel", "inline": True, "k_max": 4, "epsilon": 0.1, "max_draft_len": 2, "hrad": None
+    },
 }
 
 

@@ -357,7 +357,7 @@ def test_collect_train_and_use_through_the_cli(tmp_path, capsys):
     common = ["generate", "hello", *models, "--max-new-tokens", "30", "--json"]
     assert main([*common, "--method", "ar"]) == 0
     expected = json.loads(capsys.readouterr().out)["token_ids"]
-    hrad = ["--method", "specbranch", "--hrad", predictor, "--max-draft-len", "4"]
+    hrad = ["--method", "specbranch", "--execution", "parallel", "--hrad", predictor, "--max-draft-len", "4"]
     hrad += ["--draft-sampling", "greedy"]
     assert main([*common, *hrad]) == 0
     result = json.loads(capsys.readouterr().out)

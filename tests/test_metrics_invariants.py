@@ -16,7 +16,7 @@ METHODS = [
     ("ar", {}),
     ("sd", {}),
     ("pearl", {"inline": True, "max_draft_len": 3}),
-    ("specbranch", {"inline": True, "k_max": 4, "epsilon": 0.1, "max_draft_len": 4}),
+    ("specbranch", {"execution": "parallel", "inline": True, "k_max": 4, "epsilon": 0.1, "max_draft_len": 4}),
 ]
 
 
@@ -69,4 +69,18 @@ def test_a_summary_rates_the_summed_counters_and_averages_overlap_and_cost():
     assert s["overlap_efficiency"] == (0.5 + 1.0) / 2 and s["cost_ratio"] == 3.0  # means over runs
     assert s["accept_lengths"] == [3, 3, 1, 1]
     assert a.branch_hit_rate == 0.0  # one generation's undefined rate reads 0.0
-    assert summarize_runs([]) == dict.fromkeys(SUMMARY_KEYS) | {"accept_lengths": []}
+    empty = dict.fromkeys(SUMMARY_KEYS) | {"accept_lengths": [], "acceptance_by_depth": []}
+    assert summarize_runs([]) == empty
+
+
+def test_tree_counts_merge_by_depth_and_keep_the_latest_mode():
+    a = GenerationMetrics(target_forwards=2, execution="serial", tree_rounds=2, tree_nodes=10, tree_depth=6,
+                          depth_tested=[2, 1], depth_accepted=[2, 0], tree_max_nodes=64, tree_max_depth=24)
+    b = GenerationMetrics(target_forwards=1, execution="serial", tree_rounds=1, tree_nodes=2, tree_depth=3,
+                          depth_tested=[1, 1, 1], depth_accepted=[1, 1, 0])
+    s = summarize_runs([GenerationMetrics.from_dict(m.to_dict()) for m in (a, b)])
+    assert s["execution"] == "serial"
+    assert s["mean_tree_size"] == 12 / 3 and s["mean_tree_depth"] == 9 / 3
+    assert s["acceptance_by_depth"] == [3 / 3, 1 / 2, 0.0]
+    assert a.to_dict()["acceptance_by_depth"] == [1.0, 0.0]
+    assert summarize_runs([GenerationMetrics(target_forwards=1)])["mean_tree_size"] is None  # not a tree run

@@ -23,7 +23,7 @@ VOCAB = 8
 PROMPT = [1, 2, 3]
 TARGET = tiny_model(vocab=VOCAB, seed=0, layers=1, hidden=16, init=0.5)
 DRAFT = tiny_model(vocab=VOCAB, seed=5, layers=1, hidden=16, init=0.5)
-SPECBRANCH = {"k_max": 4, "epsilon": 0.25, "max_draft_len": 3}
+SPECBRANCH = {"execution": "parallel", "k_max": 4, "epsilon": 0.25, "max_draft_len": 3}
 
 CASES = [
     ("pearl-t1-sampled", "pearl", {"max_draft_len": 2}, SamplingParams(temperature=1.0), "sample", 3, 3000),

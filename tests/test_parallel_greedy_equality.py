@@ -24,10 +24,10 @@ SETTINGS = [
     ("pearl", {"max_draft_len": 1}),
     ("pearl", {"max_draft_len": 3}),
     ("pearl", {"max_draft_len": 6}),
-    ("specbranch", {"k_max": 1, "epsilon": 0.0, "max_draft_len": 4}),
-    ("specbranch", {"k_max": 3, "epsilon": 0.0, "max_draft_len": 2}),
-    ("specbranch", {"k_max": 4, "epsilon": 0.3, "max_draft_len": 5}),
-    ("specbranch", {"k_max": 8, "epsilon": 0.6, "max_draft_len": 8}),
+    ("specbranch", {"execution": "parallel", "k_max": 1, "epsilon": 0.0, "max_draft_len": 4}),
+    ("specbranch", {"execution": "parallel", "k_max": 3, "epsilon": 0.0, "max_draft_len": 2}),
+    ("specbranch", {"execution": "parallel", "k_max": 4, "epsilon": 0.3, "max_draft_len": 5}),
+    ("specbranch", {"execution": "parallel", "k_max": 8, "epsilon": 0.6, "max_draft_len": 8}),
 ]
 
 
@@ -48,7 +48,8 @@ def test_inline_greedy_equals_ar(draft_name, method, options, draft_sampling):
 
 @pytest.mark.parametrize("draft_name", ["aligned", "partly-aligned", "unaligned"])
 @pytest.mark.parametrize(
-    "method,options", [("pearl", {"max_draft_len": 4}), ("specbranch", {"k_max": 4, "epsilon": 0.3})]
+    "method,options",
+    [("pearl", {"max_draft_len": 4}), ("specbranch", {"execution": "parallel", "k_max": 4, "epsilon": 0.3})],
 )
 def test_two_process_greedy_equals_ar(draft_name, method, options):
     with Engine(make_pair(TARGET, DRAFTS[draft_name]), method, **options) as engine:
@@ -60,13 +61,15 @@ def test_two_process_greedy_equals_ar(draft_name, method, options):
 def test_branches_are_really_exercised():
     """With an unsure draft SpecBranch drafts several branches and some rounds hit a non-top root."""
     pair = make_pair(TARGET, DRAFTS["partly-aligned"])
-    with Engine(pair, "specbranch", inline=True, k_max=8, epsilon=0.0) as engine:
+    with Engine(pair, "specbranch", execution="parallel", inline=True, k_max=8, epsilon=0.0) as engine:
         metrics = engine.generate(PROMPTS[1], GenerationConfig(max_new_tokens=40)).metrics
     assert metrics.drafted_tokens_total > metrics.drafted_tokens
     assert 0 < metrics.branch_hits <= metrics.branch_rounds
 
 
-@pytest.mark.parametrize("method,options", [("pearl", {}), ("specbranch", {"k_max": 4, "epsilon": 0.0})])
+@pytest.mark.parametrize(
+    "method,options", [("pearl", {}), ("specbranch", {"execution": "parallel", "k_max": 4, "epsilon": 0.0})]
+)
 @pytest.mark.parametrize("inline", [True, False])
 def test_eos_inside_a_branch_stops_like_ar(method, options, inline):
     # EOS = a token AR emits mid-way: with an aligned draft it is drafted inside a branch.
@@ -89,6 +92,8 @@ def test_context_window_caps_generation(method):
     pair = make_pair(target, perturbed(target, 0.01, seed=2))
     prompt = PROMPTS[1]
     ar = generate(pair, prompt, "ar", GenerationConfig(max_new_tokens=50))
-    result = generate(pair, prompt, method, GenerationConfig(max_new_tokens=50), inline=True, max_draft_len=6)
+    options = {"execution": "parallel"} if method == "specbranch" else {}
+    config = GenerationConfig(max_new_tokens=50)
+    result = generate(pair, prompt, method, config, inline=True, max_draft_len=6, **options)
     assert len(ar.token_ids) == 20 - len(prompt)
     assert result.token_ids == ar.token_ids

@@ -25,7 +25,10 @@ from specbranch.transport.process import WorkerLink, WorkerOptions
 TARGET = tiny_model(seed=1)
 PAIR = make_pair(TARGET, perturbed(TARGET, 0.01, seed=2))
 PROMPT = [3, 17, 42, 8, 8, 1]
-OPTIONS = {"pearl": {"max_draft_len": 3}, "specbranch": {"k_max": 4, "epsilon": 0.1, "max_draft_len": 4}}
+OPTIONS = {
+    "pearl": {"max_draft_len": 3},
+    "specbranch": {"execution": "parallel", "k_max": 4, "epsilon": 0.1, "max_draft_len": 4},
+}
 
 
 def child_pids() -> set[int]:
@@ -103,7 +106,7 @@ def test_engines_coexist_and_close_cleanly():
 
 
 def test_engine_reports_the_measured_cost_ratio():
-    with Engine(PAIR, "specbranch", inline=True) as engine:
+    with Engine(PAIR, "specbranch", execution="parallel", inline=True) as engine:
         metrics = engine.generate(PROMPT, GenerationConfig(max_new_tokens=10)).metrics
     assert metrics.cost_ratio > 0
     assert metrics.draft_length == max(1, min(32, round(metrics.cost_ratio)))

@@ -25,7 +25,10 @@ from specbranch.engine import Engine, GenerationResult, generate
 TARGET = tiny_model(seed=1)
 PAIR = make_pair(TARGET, perturbed(TARGET, 0.01, seed=2))
 PROMPT = [3, 17, 42, 8, 8, 1]
-OPTIONS = {"pearl": {"max_draft_len": 3}, "specbranch": {"k_max": 4, "epsilon": 0.1, "max_draft_len": 4}}
+OPTIONS = {
+    "pearl": {"max_draft_len": 3},
+    "specbranch": {"execution": "parallel", "k_max": 4, "epsilon": 0.1, "max_draft_len": 4},
+}
 TIMEOUT = 10  # worker_timeout, seconds: a link left out of step fails the next request this fast
 GREEDY = GenerationConfig(max_new_tokens=30)
 SAMPLED = GenerationConfig(max_new_tokens=30, sampling=SamplingParams(temperature=1.0), seed=7)

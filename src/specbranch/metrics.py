@@ -172,6 +172,14 @@ class GenerationMetrics:
         return self.rate("hrad_overhead")
 
     @property
+    def mean_tree_size(self) -> float:
+        return self.rate("mean_tree_size")
+
+    @property
+    def mean_tree_depth(self) -> float:
+        return self.rate("mean_tree_depth")
+
+    @property
     def acceptance_by_depth(self) -> list[float | None]:
         """Per depth d: walks that accepted a node at depth d + 1 / walks that tested there."""
         return [a / t if t else None for a, t in zip(self.depth_accepted, self.depth_tested, strict=True)]
