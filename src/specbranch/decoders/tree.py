@@ -51,6 +51,8 @@ from specbranch.sampling import process_logits, sample_without_replacement
 from specbranch.tree import TokenTree
 from specbranch.verify import verify_tree
 
+OVERHEAD_DECAY = 0.9  # weight of the past in the running mean of a round's unmodelled seconds
+
 
 @dataclass(frozen=True)
 class TreeBudget:
@@ -158,6 +160,7 @@ class TreeDecoder(SerialDecoder):
         super().start(prompt_ids, sampling, seed)
         self.sampled = self.draft_sampling == "sample" and not sampling.greedy
         self.calibration = Calibration()
+        self.overhead = 0.0  # seconds a round takes beyond its modelled forwards (a running mean)
         self.rounds = self.tree_nodes = self.tree_depth = 0
         self.depth_tested = [0] * (self.budget.depth + 1)
         self.depth_accepted = [0] * (self.budget.depth + 1)
@@ -169,6 +172,7 @@ class TreeDecoder(SerialDecoder):
         if self.policy is not None:
             depth = min(depth, self.policy.max_length())
         tree, nodes, slots = self._grow(seq, depth)
+        modelled = nodes.spent + (self.budget.target.seconds(1 + len(tree)) if self.budget.target else 0.0)
         p = process_logits(self.target.logits_for_tree(seq, tree), self.sampling)  # [1 + N, V]
         verdict = verify_tree(p, tree, self.verify_gen)
         path_tokens = [tree.tokens[j] for j in verdict.path]
@@ -176,8 +180,11 @@ class TreeDecoder(SerialDecoder):
         fed = [slots[j] for j in verdict.path if j in slots]  # the path's nodes the draft has KV for
         self.draft.keep_branch(fed, path_tokens[: len(fed)])
         verified = len(verdict.path) + (self._learn(tree, nodes, verdict.path) > len(verdict.path))
+        elapsed = time.perf_counter() - start
+        if self.budget.target is not None:
+            overhead = max(0.0, elapsed - (modelled - self.overhead))
+            self.overhead = OVERHEAD_DECAY * self.overhead + (1 - OVERHEAD_DECAY) * overhead
         if self.policy is not None:
-            elapsed = time.perf_counter() - start
             self.policy.observe(RoundFeedback(verified, len(verdict.path), len(verdict.committed), elapsed))
         return RoundStats(
             committed=verdict.committed,
@@ -219,7 +226,9 @@ class TreeDecoder(SerialDecoder):
         tree, nodes = TokenTree([], [], [] if self.sampled else None), _Nodes()
         slots: dict[int, int] = {}
         frontier, logits = [-1], self.draft.logits_for(seq, 1)  # logits: [len(frontier), V]
-        nodes.spent = self.budget.draft.seconds(1) if self.budget.draft else 0.0
+        # What a round costs beyond its forwards (sampling, verification, the committed context
+        # the probe's short one lacks) counts as spent: it makes every drafted token cheaper.
+        nodes.spent = self.overhead + (self.budget.draft.seconds(1) if self.budget.draft else 0.0)
         for level in range(depth):
             candidates = self._propose(tree, nodes, frontier, logits)
             frontier = self._add(tree, nodes, self._select(candidates, tree, nodes))
