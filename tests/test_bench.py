@@ -12,7 +12,7 @@ from specbranch.bench.run import placement_threads
 from specbranch.cli import main
 from specbranch.errors import SpecBranchError
 
-METHODS = ["ar", "ar:threads=1", "hf-assisted", "sd:gamma=3", "pearl:inline=true",
+METHODS = ["ar", "ar:threads=1", "hf-assisted", "hf-lookup", "lookup", "sd:gamma=3", "pearl:inline=true",
            "specbranch:k_max=2,epsilon=0.1"]
 
 
@@ -49,6 +49,7 @@ def test_bench_writes_every_output_with_the_documented_schema(folders, tmp_path,
                     "branch_hit_rate", "target_busy_seconds", "draft_busy_seconds", "peak_rss_mb"):
             assert key in s
     assert results["summary"]["hf-assisted"]["mean_accepted_length"] is None
+    assert results["summary"]["hf-lookup"]["mean_accepted_length"] is None
     assert results["summary"]["specbranch:k_max=2,epsilon=0.1"]["mean_accepted_length"] >= 1
     assert all(1 <= r["runs"][0]["new_tokens"] <= 8 for r in results["records"])
     answers = sorted(p.name for p in (out / "answers").iterdir())

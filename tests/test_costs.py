@@ -122,7 +122,8 @@ def test_auto_execution_builds_the_chosen_mode(costs, decoder, monkeypatch):
 def sized_run(monkeypatch, target: CostCurve, draft: CostCurve):
     costs = Placement(target, draft, target, draft)
     monkeypatch.setattr(assembly, "placement_costs", lambda pair, *threads: costs)
-    engine = Engine(PAIR, "specbranch", SpeculativeConfig(), execution="serial", k_max=8, max_draft_len=6)
+    options = {"execution": "serial", "k_max": 8, "max_draft_len": 6, "lookup": "off"}  # the draft's tree alone
+    engine = Engine(PAIR, "specbranch", SpeculativeConfig(), **options)
     result = engine.generate(PROMPT, GenerationConfig(max_new_tokens=40))
     reference = Engine(PAIR, "ar").generate(PROMPT, GenerationConfig(max_new_tokens=40))
     assert result.token_ids == reference.token_ids

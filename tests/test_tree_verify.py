@@ -70,9 +70,22 @@ def prefix_of(tokens: list[int], parents: list[int], node: int) -> tuple:
     return tuple(reversed(path))
 
 
-def generate(widths: list[int], sampled: bool, length: int, rng) -> tuple:
-    """Draft a tree, verify it, then continue from the target table up to `length` tokens."""
+def graft(tree: TokenTree, chain: list[int]) -> None:
+    """Hang a fixed chain of deterministic candidates (as prompt lookup proposes) off the root."""
+    node = -1
+    for token in chain:
+        tree.tokens.append(token)
+        tree.parents.append(node)
+        if tree.q is not None:
+            tree.q.append(None)
+        node = len(tree) - 1
+
+
+def generate(widths: list[int], sampled: bool, length: int, rng, chain: tuple = ()) -> tuple:
+    """Draft a tree (plus a deterministic `chain` from the root), verify it, then continue from
+    the target table up to `length` tokens."""
     tree = build(widths, sampled, rng)
+    graft(tree, list(chain))
     p = torch.stack([P[()]] + [P[prefix_of(tree.tokens, tree.parents, i)] for i in range(len(tree))])
     out = verify_tree(p, tree, rng).committed
     while len(out) < length:
@@ -98,6 +111,18 @@ def test_tree_walk_commits_exactly_the_target_distribution(shape, sampled, lengt
     got = oracle.distribution(lambda: generate(SHAPES[shape], sampled, length, oracle))
     assert max_difference(got, target(length)) < 1e-6
     assert oracle.reused == 0 and oracle.tests == oracle.uniforms
+
+
+@pytest.mark.parametrize("length", [1, 2, 3])
+@pytest.mark.parametrize("chain", [(0,), (1, 2), (2, 2, 0)])
+@pytest.mark.parametrize("shape", ["2x2", "1x2x2"])
+def test_deterministic_candidates_beside_sampled_children_stay_exact(shape, chain, length):
+    """A node with both kinds: y ~ p picks a deterministic child, else rule 4 runs on p without
+    the deterministic tokens (the chain may repeat a sampled sibling's token)."""
+    oracle = Enumerator()
+    got = oracle.distribution(lambda: generate(SHAPES[shape], True, length, oracle, chain))
+    assert max_difference(got, target(length)) < 1e-6
+    assert oracle.reused == 0
 
 
 def test_a_walk_follows_matching_children_and_stops_at_the_first_miss():

@@ -21,6 +21,7 @@ from specbranch.policies import parse_policy
 
 DraftSampling = Literal["greedy", "sample"]
 Execution = Literal["auto", "parallel", "serial"]
+Lookup = Literal["auto", "on", "off"]
 DEFAULT_TREE_DEPTH = 24  # serial SpecBranch: most tree levels D when --max-draft-len is not given
 
 
@@ -158,6 +159,13 @@ class ParallelConfig:
         "measured cost curves",
         methods=("specbranch",),
     )
+    lookup: Lookup = option(
+        "auto",
+        "specbranch serial: prompt-lookup candidates (continuations of the context's last tokens where "
+        "they occurred before) join each tree as extra deterministic branches: auto = as many as the "
+        "measured costs and their observed acceptance say pay, on = always, off = never",
+        methods=("specbranch",),
+    )
     inline: bool = option(
         False,
         "run draft and target one after the other in this process instead of a draft worker process "
@@ -208,6 +216,8 @@ class ParallelConfig:
             raise SpecBranchError(f"epsilon must be in [0, 1), got {self.epsilon!r}")
         if self.execution not in ("auto", "parallel", "serial"):
             raise SpecBranchError(f"execution must be 'auto', 'parallel' or 'serial', got {self.execution!r}")
+        if self.lookup not in ("auto", "on", "off"):
+            raise SpecBranchError(f"lookup must be 'auto', 'on' or 'off', got {self.lookup!r}")
         if not isinstance(self.tree_nodes, int) or self.tree_nodes < 1:
             raise SpecBranchError(f"tree_nodes must be a whole number >= 1, got {self.tree_nodes!r}")
         for name in ("max_draft_len", "draft_threads", "target_threads"):

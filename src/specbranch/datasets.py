@@ -2,7 +2,9 @@
 
 Bundled (copied into `specbranch/data`, sources and licences in `data/SOURCES.md`):
 humaneval (code completion, field `prompt`), gsm8k (math word problems, field `question`),
-mt_bench (multi-turn chat, field `turns`; the first turn is used).
+mt_bench (multi-turn chat, field `turns`; the first turn is used), code_edit (input-grounded
+edits of a given function: comment, rename, fix a bug, explain; built from HumanEval by
+`scripts/make_code_edit.py`, field `prompt`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ DATASETS = {
     "humaneval": ("humaneval.jsonl", "prompt", "task_id", "=code"),
     "gsm8k": ("gsm8k.jsonl", "question", None, "=math"),
     "mt_bench": ("mt_bench.jsonl", "turns", "question_id", "category"),
+    "code_edit": ("code_edit.jsonl", "prompt", "id", "category"),
 }
 
 

@@ -6,11 +6,14 @@ their children, so a node's depth is one more than its parent's. A node's childr
 alternatives the draft proposes for the position after it (the root's children: for the first
 new position).
 
-Children are either *deterministic* (the draft's top-k at their parent; verified with rule 3)
-or *sampled* (drawn from the draft's distribution at their parent one after the other without
-replacement; verified with rule 4, generalised). For sampled children `q[i]` is the
-distribution node i was drawn from: the parent's processed draft distribution with its earlier
-siblings removed and the rest renormalised (`sampling.sample_without_replacement`).
+Children are either *deterministic* (the draft's top-k at their parent, or candidates copied
+from the context by prompt lookup; verified with rule 3) or *sampled* (drawn from the draft's
+distribution at their parent one after the other without replacement; verified with rule 4,
+generalised). For sampled children `q[i]` is the distribution node i was drawn from: the
+parent's processed draft distribution with its earlier siblings removed and the rest
+renormalised (`sampling.sample_without_replacement`). q is None for a tree of deterministic
+children only; in a tree with sampled children, `q[i]` is None for a deterministic child (a
+node may have both kinds: `verify.verify_tree` says how they are tested).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ class TokenTree:
 
     tokens: list[int]
     parents: list[int]
-    q: list[torch.Tensor] | None = None
+    q: list[torch.Tensor | None] | None = None
 
     def __post_init__(self) -> None:
         if len(self.tokens) != len(self.parents) or any(p >= i for i, p in enumerate(self.parents)):

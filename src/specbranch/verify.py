@@ -221,31 +221,48 @@ class TreeVerdict:
 
 
 def verify_tree(p: torch.Tensor, tree: TokenTree, generator: torch.Generator) -> TreeVerdict:
-    """Walk a draft tree from the root with rule 3 (deterministic children) or rule 4
-    (sampled children, each tested against the distribution it was drawn from).
+    """Walk a draft tree from the root with rule 3 (deterministic children), rule 4 (sampled
+    children, each tested against the distribution it was drawn from), or both.
 
     p: [len(tree) + 1, V] the target's processed rows: p[0] after the root, p[1 + i] after
     node i (one target forward over every node, with a tree attention mask).
-    At a node with deterministic children: draw y ~ p_node; follow the child whose token is y,
-    else commit y and stop. With sampled children x_1..x_k (x_i ~ q_i): r_1 = p_node; accept x_i
-    with probability min(1, r_i(x_i) / q_i(x_i)), else r_{i+1} = residual(r_i, q_i); if none is
-    accepted, commit a sample of r_{k+1} and stop. At a leaf: commit the bonus y ~ p_leaf.
-    Each test draws a fresh uniform (or sample) from `generator`, in walk order.
+    At a node with deterministic children only: draw y ~ p_node; follow the child whose token
+    is y, else commit y and stop. With sampled children x_1..x_k (x_i ~ q_i) only: r_1 = p_node;
+    accept x_i with probability min(1, r_i(x_i) / q_i(x_i)), else r_{i+1} = residual(r_i, q_i);
+    if none is accepted, commit a sample of r_{k+1} and stop. With both (a sampled tree with
+    deterministic candidates D, e.g. lookup candidates): draw y ~ p_node and follow the child in
+    D equal to y; otherwise run rule 4 over the sampled children from r_1 = p_node with D's
+    tokens removed, renormalised (the target's distribution given y is not in D: y itself is
+    not reused, rule 4 draws afresh). Every token t so has probability p_node(t). At a leaf:
+    commit the bonus y ~ p_leaf. Each test draws a fresh uniform (or sample) from `generator`,
+    in walk order.
     """
     if p.shape[0] != len(tree) + 1:
         raise ValueError(f"p has {p.shape[0]} rows for a tree of {len(tree)} nodes (need nodes + 1)")
     node, path = -1, []
     while True:
         children, row = tree.children(node), p[node + 1]
-        if tree.q is None:
+        fixed = [c for c in children if tree.q is None or tree.q[c] is None]  # deterministic
+        drawn = [c for c in children if c not in fixed]  # sampled
+        nxt, y = None, None
+        if fixed or not drawn:
             y = sample(row, generator)
-            nxt = next((c for c in children if tree.tokens[c] == y), None)
-        else:
-            nxt, y = _sampled_children(row, tree, children, generator)
+            nxt = next((c for c in fixed if tree.tokens[c] == y), None)
+        if nxt is None and drawn:
+            nxt, y = _sampled_children(_without(row, [tree.tokens[c] for c in fixed]), tree, drawn, generator)
         if nxt is None:
             return TreeVerdict(path, [tree.tokens[n] for n in path] + [y])
         node = nxt
         path.append(node)
+
+
+def _without(row: torch.Tensor, tokens: list[int]) -> torch.Tensor:
+    """row with `tokens` removed and renormalised: [V] (row itself when tokens is empty)."""
+    if not tokens:
+        return row
+    rest = row.clone()
+    rest[tokens] = 0.0
+    return rest / rest.sum()
 
 
 def _sampled_children(

@@ -1,12 +1,14 @@
 """Benchmark method specs (`specbranch:k_max=1`) and the runners that time one generation.
 
-A spec is `METHOD[:NAME=VALUE,...]`; METHOD is one of `specbranch.runtime.METHODS` or
+A spec is `METHOD[:NAME=VALUE,...]`; METHOD is one of `specbranch.runtime.METHODS`,
 `hf-assisted` (transformers' `generate(assistant_model=...)` on the same models, its default
-assisted-generation schedule). Option names are the engine options (`ParallelConfig` fields),
-`gamma`, `draft_sampling` and `draft_policy` (`SpeculativeConfig`), and `threads` (torch
-threads of the caller while this method runs; the parallel methods otherwise use
-`target_threads`/`draft_threads`). Options after `draft_policy=NAME` that are none of these
-belong to the policy: `sd:draft_policy=svip,threshold=0.5` is SD with `svip:threshold=0.5`.
+assisted-generation schedule) or `hf-lookup` (transformers' prompt lookup,
+`generate(prompt_lookup_num_tokens=...)`, the target alone). Option names are the engine
+options (`ParallelConfig` fields), `gamma`, `draft_sampling` and `draft_policy`
+(`SpeculativeConfig`), and `threads` (torch threads of the caller while this method runs;
+the parallel methods otherwise use `target_threads`/`draft_threads`). Options after
+`draft_policy=NAME` that are none of these belong to the policy:
+`sd:draft_policy=svip,threshold=0.5` is SD with `svip:threshold=0.5`.
 """
 
 from __future__ import annotations
@@ -17,13 +19,15 @@ from dataclasses import dataclass, field, fields
 import torch
 
 from specbranch.config import GenerationConfig, ParallelConfig, SpeculativeConfig
+from specbranch.decoders.lookup import NUM_TOKENS
 from specbranch.engine import Engine
 from specbranch.errors import SpecBranchError
 from specbranch.models import ModelPair
 from specbranch.runtime import METHODS, REGISTRY
 from specbranch.specs import split_spec
 
-BENCH_METHODS = (*METHODS, "hf-assisted")
+HF_METHODS = ("hf-assisted", "hf-lookup")  # transformers' own generate(), timed beside ours
+BENCH_METHODS = (*METHODS, *HF_METHODS)
 SPEC_FIELDS = tuple(f.name for f in fields(SpeculativeConfig))
 KNOWN = {*SPEC_FIELDS, *(f.name for f in fields(ParallelConfig)), "threads"}  # what a variant may set
 
@@ -102,12 +106,14 @@ class EngineRunner:
 
 
 class HFAssistedRunner:
-    """transformers' assisted generation: `target.generate(..., assistant_model=draft)`."""
+    """transformers' assisted generation: `target.generate(..., assistant_model=draft)`; with
+    `lookup`, its prompt lookup instead (`prompt_lookup_num_tokens`, as many candidates per
+    round as our `lookup` method proposes)."""
 
-    def __init__(self, pair: ModelPair, threads: int | None) -> None:
-        if pair.draft is None:
+    def __init__(self, pair: ModelPair, threads: int | None, lookup: bool = False) -> None:
+        if pair.draft is None and not lookup:
             raise SpecBranchError("hf-assisted needs a draft model")
-        self.pair = pair
+        self.pair, self.lookup = pair, lookup
         self.threads = threads or torch.get_num_threads()
 
     @torch.inference_mode()
@@ -126,9 +132,11 @@ class HFAssistedRunner:
             kwargs["min_new_tokens"] = config.max_new_tokens
         torch.manual_seed(config.seed)
         start = time.perf_counter()
-        out = target.generate(
-            ids, attention_mask=torch.ones_like(ids), assistant_model=self.pair.draft, **kwargs
-        )
+        if self.lookup:
+            kwargs["prompt_lookup_num_tokens"] = NUM_TOKENS
+        else:
+            kwargs["assistant_model"] = self.pair.draft
+        out = target.generate(ids, attention_mask=torch.ones_like(ids), **kwargs)
         wall = time.perf_counter() - start
         tokens = out[0, len(prompt_ids) :].tolist()
         text = self.pair.tokenizer.decode(tokens, skip_special_tokens=True) if self.pair.tokenizer else ""
@@ -143,4 +151,6 @@ class HFAssistedRunner:
 
 def make_runner(pair: ModelPair, spec: MethodSpec) -> EngineRunner | HFAssistedRunner:
     """The runner for a spec; its `threads` are the torch threads to set before each run."""
-    return HFAssistedRunner(pair, spec.threads) if spec.method == "hf-assisted" else EngineRunner(pair, spec)
+    if spec.method in HF_METHODS:
+        return HFAssistedRunner(pair, spec.threads, lookup=spec.method == "hf-lookup")
+    return EngineRunner(pair, spec)

@@ -17,13 +17,17 @@ tree that the target verifies in one forward (ALGORITHM.md, "Tree execution"). O
      prefix of its children in draw order (rule 4 tests them in that order). EOS nodes get no
      children. With measured cost curves (`costs.CostCurve`) a level keeps the best children
      only while each pays for its verify slot (`costs.best_prefix`: expected committed tokens
-     per second rise), and the tree grows another level only while its best next node would
-     pay for that draft step too; a node's expected acceptance is its path probability with
-     each factor calibrated by the acceptance the walks observed so far in the request
-     (`Calibration`). Without curves the tree is filled to N nodes and D levels;
+     per second rise), and the tree grows another level only while a run of further levels
+     along its best node would pay for their draft steps (`_worth_a_level`); a node's expected
+     acceptance is its path probability with each factor calibrated by the acceptance the
+     walks observed so far in the request (`Calibration`), and at greedy decoding a round's
+     seconds include its measured unmodelled time (`overhead`). Without curves the tree
+     fills N nodes and D levels;
+     then (`--lookup`) prompt lookup's candidates join as a chain of deterministic children
+     from the root (`_graft`, `decoders.lookup`; as many as pay under "auto");
   2. one target forward over the uncached committed tail and every node, with a tree attention
      mask (`CachedModel.logits_for_tree`): p after the root and after each node;
-  3. walk the tree from the root (`verify.verify_tree`, rule 3 or 4): commit the accepted path
+  3. walk the tree from the root (`verify.verify_tree`, rule 3, 4 or both): commit the accepted path
      and the recovered or bonus token after it;
   4. keep the accepted path's KV in both caches (`keep_branch`) and drop the rest;
   5. learn from the walk: which tested nodes had a child accepted, by depth (`Calibration`,
@@ -44,6 +48,7 @@ import torch
 from specbranch.config import SamplingParams
 from specbranch.costs import CostCurve, best_prefix
 from specbranch.decoders.base import SerialDecoder
+from specbranch.decoders.lookup import lookup_candidates
 from specbranch.metrics import GenerationMetrics, RoundStats
 from specbranch.policies import DraftPolicy, RoundFeedback
 from specbranch.runner import CachedModel
@@ -109,11 +114,14 @@ class Calibration:
 class _Nodes:
     """Per-node numbers beside a TokenTree: `value` the calibrated probability that the walk
     accepts the node (its path's product), `q` the draft's probability of its token; and
-    `spent`, the modelled seconds of the draft forwards that grew the tree so far."""
+    `spent`, the modelled seconds of the draft forwards that grew the tree so far; which
+    proposer proposed each node (the draft, prompt lookup, or both)."""
 
     value: list[float] = field(default_factory=list)
     q: list[float] = field(default_factory=list)
     spent: float = 0.0
+    lookup: list[bool] = field(default_factory=list)  # whether prompt lookup proposed the node
+    drafted: list[bool] = field(default_factory=list)  # whether the draft proposed it
 
 
 @dataclass(frozen=True)
@@ -152,14 +160,17 @@ class TreeDecoder(SerialDecoder):
         max_length: int,
         eos_ids: frozenset[int],
         policy: DraftPolicy | None = None,
+        lookup: str = "off",
     ) -> None:
         self.target, self.draft, self.budget, self.policy = target, draft, budget, policy
         self.draft_sampling, self.max_length, self.eos_ids = draft_sampling, max_length, eos_ids
+        self.lookup = lookup
 
     def start(self, prompt_ids: list[int], sampling: SamplingParams, seed: int) -> None:
         super().start(prompt_ids, sampling, seed)
         self.sampled = self.draft_sampling == "sample" and not sampling.greedy
         self.calibration = Calibration()
+        self.lookup_gate = Calibration()  # its step_acceptance: how often lookup's nodes were accepted
         self.overhead = 0.0  # seconds a round takes beyond its modelled forwards (a running mean)
         self.rounds = self.tree_nodes = self.tree_depth = 0
         self.depth_tested = [0] * (self.budget.depth + 1)
@@ -172,6 +183,7 @@ class TreeDecoder(SerialDecoder):
         if self.policy is not None:
             depth = min(depth, self.policy.max_length())
         tree, nodes, slots = self._grow(seq, depth)
+        self._graft(seq, tree, nodes, depth)
         modelled = nodes.spent + (self.budget.target.seconds(1 + len(tree)) if self.budget.target else 0.0)
         p = process_logits(self.target.logits_for_tree(seq, tree), self.sampling)  # [1 + N, V]
         verdict = verify_tree(p, tree, self.verify_gen)
@@ -181,7 +193,10 @@ class TreeDecoder(SerialDecoder):
         self.draft.keep_branch(fed, path_tokens[: len(fed)])
         verified = len(verdict.path) + (self._learn(tree, nodes, verdict.path) > len(verdict.path))
         elapsed = time.perf_counter() - start
-        if self.budget.target is not None:
+        # Learnt from wall time only at greedy decoding, whose output no tree shape changes: a
+        # sampled request's trees must depend on its seed and the cached curves alone, so the
+        # same seed gives the same text.
+        if self.budget.target is not None and self.sampling.greedy:
             overhead = max(0.0, elapsed - (modelled - self.overhead))
             self.overhead = OVERHEAD_DECAY * self.overhead + (1 - OVERHEAD_DECAY) * overhead
         if self.policy is not None:
@@ -203,22 +218,61 @@ class TreeDecoder(SerialDecoder):
         metrics.depth_tested, metrics.depth_accepted = list(self.depth_tested), list(self.depth_accepted)
 
     def _learn(self, tree: TokenTree, nodes: _Nodes, path: list[int]) -> int:
-        """Count the walk's tests by depth and feed them to the calibration; the number of tests."""
-        tests, node = [], -1
+        """Count the walk's tests by depth, feed the draft's to the calibration and lookup's to
+        its gate; the number of tests."""
+        tests, looked, walked, node = [], [], 0, -1
         for depth in range(len(path) + 1):
             children = tree.children(node)
             if not children:
                 break
-            hit = depth < len(path)
-            tests.append((sum(nodes.q[c] for c in children), hit))
+            walked += 1
+            nxt = path[depth] if depth < len(path) else None
+            drafted = [c for c in children if nodes.drafted[c]]
+            if drafted:
+                tests.append((sum(nodes.q[c] for c in drafted), nxt in drafted))
+            if any(nodes.lookup[c] for c in children):
+                looked.append((0.0, nxt is not None and nodes.lookup[nxt]))
             self.depth_tested[depth] += 1
-            self.depth_accepted[depth] += hit
-            node = path[depth] if hit else node
+            self.depth_accepted[depth] += nxt is not None
+            if nxt is None:
+                break
+            node = nxt
         self.calibration.learn(tests)
+        self.lookup_gate.learn(looked)
         self.rounds += 1
         self.tree_nodes += len(tree)
         self.tree_depth += max((len(tree.path(j)) for j in range(len(tree))), default=0)
-        return len(tests)
+        return walked
+
+    def _graft(self, seq: list[int], tree: TokenTree, nodes: _Nodes, depth: int) -> None:
+        """Join prompt lookup's candidates (`decoders.lookup`) to the tree: a chain of
+        deterministic children from the root, sharing the nodes where the tree already holds
+        the same deterministic token. With "auto" and cost curves, as many as pay for their
+        verify slots, the i-th guessed accepted with probability a^i, a = how often lookup's
+        nodes have been accepted in this request (`lookup_gate`); "on": all of them."""
+        candidates = lookup_candidates(seq, num_tokens=depth) if self.lookup != "off" else []
+        target = self.budget.target
+        if candidates and self.lookup == "auto" and target is not None:
+            rate = self.lookup_gate.step_acceptance
+            values = [rate ** (i + 1) for i in range(len(candidates))]
+            seconds = nodes.spent + target.seconds(1 + len(tree))
+            candidates = candidates[: best_prefix(values, 1.0 + sum(nodes.value), seconds, len(tree), target)]
+        node = -1
+        for token in candidates:
+            fixed = [c for c in tree.children(node) if tree.q is None or tree.q[c] is None]
+            same = [c for c in fixed if tree.tokens[c] == token]
+            if not same:
+                tree.tokens.append(token)
+                tree.parents.append(node)
+                if tree.q is not None:
+                    tree.q.append(None)
+                nodes.value.append(0.0)
+                nodes.q.append(0.0)
+                nodes.drafted.append(False)
+                nodes.lookup.append(False)
+                same = [len(tree) - 1]
+            node = same[0]
+            nodes.lookup[node] = True
 
     def _grow(self, seq: list[int], depth: int) -> tuple[TokenTree, _Nodes, dict[int, int]]:
         """The draft's tree after seq, its nodes' numbers, and the draft cache slot of every node
@@ -324,6 +378,8 @@ class TreeDecoder(SerialDecoder):
             tree.parents.append(c.parent)
             nodes.value.append(c.value)
             nodes.q.append(c.q)
+            nodes.drafted.append(True)
+            nodes.lookup.append(False)
             if tree.q is not None:
                 tree.q.append(c.row)
         return list(range(len(tree) - len(chosen), len(tree)))

@@ -19,6 +19,7 @@ from specbranch.config import DEFAULT_TREE_DEPTH, ParallelConfig, SpeculativeCon
 from specbranch.costs import Placement, choose_execution
 from specbranch.decoders.ar import AutoregressiveDecoder
 from specbranch.decoders.drafter import BranchDrafter
+from specbranch.decoders.lookup import LookupDecoder
 from specbranch.decoders.parallel import BranchKeeper, BranchPolicy, ParallelDecoder
 from specbranch.decoders.pearl import PearlPolicy
 from specbranch.decoders.sd import SpeculativeDecoder
@@ -41,6 +42,13 @@ def build_ar(
 ) -> AutoregressiveDecoder:
     """AR: the target alone."""
     return AutoregressiveDecoder(CachedModel(pair.target, pair.vocab_size))
+
+
+def build_lookup(
+    pair: ModelPair, spec: SpeculativeConfig, config: ParallelConfig, probe: bool
+) -> LookupDecoder:
+    """Prompt lookup: the target alone, candidates copied from the context."""
+    return LookupDecoder(CachedModel(pair.target, pair.vocab_size), pair.max_length)
 
 
 def build_sd(
@@ -94,7 +102,9 @@ def build_tree(
     policy = build_policy(spec.draft_policy, spec.gamma, depth) if spec.draft_policy else None
     target = CachedModel(pair.target, pair.vocab_size)
     draft = CachedModel(pair.draft, pair.vocab_size)
-    return TreeDecoder(target, draft, spec.draft_sampling, budget, pair.max_length, pair.eos_ids, policy)
+    return TreeDecoder(
+        target, draft, spec.draft_sampling, budget, pair.max_length, pair.eos_ids, policy, config.lookup
+    )
 
 
 HRAD_OFF = (None, "none", "off")

@@ -55,6 +55,10 @@ REGISTRY: dict[str, MethodInfo] = {
         MethodInfo("ar", "autoregressive decoding, the reference", assembly.build_ar, needs_draft=False),
         MethodInfo("sd", "classic speculative decoding", assembly.build_sd, cost_probe="policy"),
         MethodInfo(
+            "lookup", "prompt lookup: candidates copied from the context, no draft model",
+            assembly.build_lookup, needs_draft=False,
+        ),
+        MethodInfo(
             "pearl", "draft and target at once, adaptive block", assembly.build_pearl, True, True, "always"
         ),
         MethodInfo(

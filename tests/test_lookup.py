@@ -1,0 +1,139 @@
+"""Prompt lookup (`decoders/lookup.py`) and `--method lookup` (the target alone):
+
+- the proposer: the longest context suffix with an earlier occurrence wins, the most recent
+  occurrence of it, at most `num_tokens` proposed, none without a match;
+- greedy output equals AR's token for token (prompts that repeat, so candidates are accepted);
+- sampled output has exactly the target's distribution of its first tokens (the enumerating
+  oracle over every random outcome, `oracle.py`), at temperature 1 and with top-k.
+
+And lookup branches in SpecBranch's serial trees (`--lookup`): greedy output equal to AR's with
+partly aligned and unaligned drafts, sampled output exactly the target's (lookup's
+deterministic nodes beside sampled children), more tokens per round where the draft is poor,
+and the gate spending no lookup node on a request whose lookup nodes are never accepted.
+"""
+
+from __future__ import annotations
+
+import pytest
+from helpers import exact_sequence_distribution, make_pair, perturbed, tiny_model
+from oracle import Enumerator, install, max_difference
+from test_exact_distribution import PAIR as SMALL_PAIR
+from test_exact_distribution import SAMPLINGS, TARGET, TOLERANCE, exact, target_distribution
+from test_tree_decoder import WIDE
+
+from specbranch.config import GenerationConfig, SpeculativeConfig
+from specbranch.costs import CostCurve, Placement
+from specbranch.decoders.lookup import lookup_candidates
+from specbranch.decoders.tree import Calibration, _Nodes
+from specbranch.engine import Engine
+from specbranch.errors import SpecBranchError
+from specbranch.runtime import assembly
+from specbranch.sampling import process_logits
+from specbranch.tree import TokenTree
+
+
+def test_the_longest_suffix_with_an_earlier_occurrence_wins():
+    context = [1, 2, 3, 4, 9, 2, 3, 5, 6, 1, 2, 3]
+    assert lookup_candidates(context, max_ngram=3, num_tokens=3) == [4, 9, 2]  # [1, 2, 3], not [2, 3]
+    assert lookup_candidates(context, max_ngram=2, num_tokens=3) == [5, 6, 1]  # [2, 3]: the most recent
+
+
+def test_the_most_recent_occurrence_and_the_token_cap():
+    context = [2, 3, 4, 7, 2, 3, 5, 2, 3]
+    assert lookup_candidates(context, max_ngram=2, num_tokens=2) == [5, 2]
+    assert lookup_candidates(context, max_ngram=2, num_tokens=10) == [5, 2, 3]
+
+
+@pytest.mark.parametrize("context", [[], [5], [1, 2, 3], [4, 4]])
+def test_no_earlier_occurrence_proposes_nothing(context):
+    expected = [4] if context == [4, 4] else []  # [4] occurs earlier, followed by 4
+    assert lookup_candidates(context) == expected
+
+
+REPEATING = [[3, 17, 42, 8, 8, 1, 60, 22, 9, 3, 17, 42, 8], [5, 6, 5, 6, 5, 6, 5]]
+
+
+@pytest.mark.parametrize("prompt", REPEATING)
+def test_lookup_greedy_output_equals_ar(prompt):
+    pair = make_pair(tiny_model(seed=1), None)  # no draft model at all
+    config = GenerationConfig(max_new_tokens=40)
+    result = Engine(pair, "lookup").generate(prompt, config)
+    assert result.token_ids == Engine(pair, "ar").generate(prompt, config).token_ids
+    assert result.metrics.accepted_tokens > 0 and result.metrics.mean_accepted_length > 1.0
+
+
+@pytest.mark.parametrize("sampling", ["t1", "topk2"])
+def test_lookup_sampled_output_is_exactly_the_targets(sampling, monkeypatch):
+    engine = Engine(make_pair(TARGET, None), "lookup")
+    got, oracle = exact(engine, SAMPLINGS[sampling], 3, monkeypatch)
+    assert max_difference(got, target_distribution(SAMPLINGS[sampling], 3)) < TOLERANCE
+    assert oracle.reused == 0 and oracle.runs > 1
+
+
+def test_lookup_takes_no_draft_options():
+    with pytest.raises(SpecBranchError, match="takes no option"):
+        Engine(make_pair(TARGET, None), "lookup", k_max=2)
+
+
+# Lookup branches inside SpecBranch's serial trees (`TreeDecoder._graft`).
+
+GREEDY_TARGET = tiny_model(seed=1)
+DRAFTS = {"partly-aligned": perturbed(GREEDY_TARGET, 0.01, seed=2), "unaligned": tiny_model(seed=7)}
+
+
+def serial(pair, monkeypatch, draft_sampling: str = "sample", lookup: str = "on", costs=WIDE) -> Engine:
+    monkeypatch.setattr(assembly, "placement_costs", lambda pair, *threads: costs)
+    spec = SpeculativeConfig(draft_sampling=draft_sampling)
+    return Engine(pair, "specbranch", spec, execution="serial", lookup=lookup, tree_nodes=12, max_draft_len=5)
+
+
+@pytest.mark.parametrize("lookup", ["on", "auto"])
+@pytest.mark.parametrize("draft_sampling", ["sample", "greedy"])
+@pytest.mark.parametrize("draft_name", list(DRAFTS))
+def test_lookup_branches_keep_greedy_output_equal_to_ar(draft_name, draft_sampling, lookup, monkeypatch):
+    pair = make_pair(GREEDY_TARGET, DRAFTS[draft_name])
+    engine = serial(pair, monkeypatch, draft_sampling, lookup)
+    config = GenerationConfig(max_new_tokens=40)
+    for prompt in REPEATING:
+        expected = Engine(make_pair(GREEDY_TARGET, None), "ar").generate(prompt, config).token_ids
+        assert engine.generate(prompt, config).token_ids == expected
+
+
+def test_lookup_branches_carry_tokens_an_unaligned_draft_misses(monkeypatch):
+    pair = make_pair(GREEDY_TARGET, DRAFTS["unaligned"])
+    config = GenerationConfig(max_new_tokens=40)
+    with_lookup = serial(pair, monkeypatch, lookup="on").generate(REPEATING[1], config).metrics
+    without = serial(pair, monkeypatch, lookup="off").generate(REPEATING[1], config).metrics
+    assert with_lookup.mean_accepted_length > without.mean_accepted_length
+
+
+LOOKUP_PROMPT = [1, 2, 1, 2, 1]  # repeats: lookup proposes from the first round on
+
+
+@pytest.mark.parametrize("sampling", ["t1", "topk2"])
+@pytest.mark.parametrize("draft_sampling", ["sample", "greedy"])
+def test_lookup_branches_keep_the_exact_distribution(sampling, draft_sampling, monkeypatch):
+    """Sampled drafting puts lookup's deterministic nodes beside sampled children: the mixed rule."""
+    params = SAMPLINGS[sampling]
+    engine = serial(SMALL_PAIR, monkeypatch, draft_sampling)
+    oracle = Enumerator()
+    install(monkeypatch, oracle)
+    config = GenerationConfig(max_new_tokens=3, sampling=params, ignore_eos=True)
+    got = oracle.distribution(lambda: tuple(engine.generate(LOOKUP_PROMPT, config).token_ids))
+    monkeypatch.undo()
+    process = lambda logits: process_logits(logits, params)  # noqa: E731
+    expected = exact_sequence_distribution(TARGET, LOOKUP_PROMPT, 3, process)
+    assert max_difference(got, expected) < TOLERANCE
+    assert oracle.reused == 0
+
+
+@pytest.mark.parametrize(("accepted", "grafted"), [(0, False), (50, True)])
+def test_the_gate_spends_lookup_nodes_only_where_they_are_accepted(accepted, grafted, monkeypatch):
+    costly = Placement(*(CostCurve(((1, s), (64, 4 * s))) for s in (1.0, 0.02, 1.0, 0.02)))
+    engine = serial(SMALL_PAIR, monkeypatch, lookup="auto", costs=costly)
+    decoder = engine.decoder
+    decoder.start(LOOKUP_PROMPT, SAMPLINGS["t1"], 0)
+    decoder.lookup_gate = Calibration(tests=50.0, entered=float(accepted))
+    tree, nodes = TokenTree([], [], []), _Nodes()
+    decoder._graft(LOOKUP_PROMPT, tree, nodes, 3)
+    assert (len(tree) > 0) == grafted
