@@ -108,3 +108,10 @@ def test_method_specs_parse_and_reject_unknown_options():
         parse_method("medusa")
     with pytest.raises(SpecBranchError, match="takes no option"):
         parse_method("sd:k_max=2")
+
+
+def test_every_bundled_dataset_is_a_bench_choice(folders, tmp_path):
+    out = tmp_path / "out"
+    assert run_bench(folders, out, "--dataset", "code_edit", "--methods", "ar", "lookup") == 0
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["per_dataset"]) == {"code_edit"}

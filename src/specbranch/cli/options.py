@@ -15,6 +15,7 @@ from dataclasses import MISSING, Field, fields
 from typing import Any
 
 from specbranch.config import GenerationConfig, ParallelConfig, SamplingParams, SpeculativeConfig, applies_to
+from specbranch.datasets import DATASETS
 from specbranch.errors import SpecBranchError
 from specbranch.models.builtin import DEFAULT_PAIR, PAIRS
 from specbranch.runtime import REGISTRY, method_info
@@ -166,8 +167,9 @@ def add_prompt_options(parser: argparse.ArgumentParser, dataset: str, num_prompt
         "--dataset",
         nargs="+",
         default=[dataset],
-        choices=["humaneval", "gsm8k", "mt_bench"],
-        help=f"bundled prompt sets (default {dataset}{note}); mt_bench uses each question's first turn",
+        choices=list(DATASETS),
+        help=f"bundled prompt sets (default {dataset}{note}); mt_bench uses each question's first turn; "
+        "code_edit: input-grounded edits of given functions",
     )
     parser.add_argument("--prompts-file", help="a JSONL file of prompts instead of --dataset")
     parser.add_argument(
