@@ -122,7 +122,8 @@ def test_auto_execution_builds_the_chosen_mode(costs, decoder, monkeypatch):
 def sized_run(monkeypatch, target: CostCurve, draft: CostCurve):
     costs = Placement(target, draft, target, draft)
     monkeypatch.setattr(assembly, "placement_costs", lambda pair, *threads: costs)
-    options = {"execution": "serial", "k_max": 8, "max_draft_len": 6, "lookup": "off"}  # the draft's tree alone
+    # the draft's tree alone (no lookup branches)
+    options = {"execution": "serial", "k_max": 8, "max_draft_len": 6, "lookup": "off"}
     engine = Engine(PAIR, "specbranch", SpeculativeConfig(), **options)
     result = engine.generate(PROMPT, GenerationConfig(max_new_tokens=40))
     reference = Engine(PAIR, "ar").generate(PROMPT, GenerationConfig(max_new_tokens=40))
