@@ -60,6 +60,14 @@ class RoundStats:
     hrad_class: int = -1
     hrad_seconds: float = 0.0
 
+    @classmethod
+    def block(cls, tokens: list[int], accepted: int, nxt: int) -> RoundStats:
+        """A round that verified one block of drafted `tokens`: the first `accepted` of them and
+        the next token `nxt` (correction or bonus) committed."""
+        n = len(tokens)
+        committed = tokens[:accepted] + [nxt]
+        return cls(committed, drafted=n, verified=n, accepted=accepted, drafted_total=n)
+
 
 @dataclass
 class GenerationMetrics:

@@ -63,13 +63,7 @@ class LookupDecoder(InProcessDecoder):
         tokens = lookup_candidates(seq)[:room]
         p = process_logits(self.target.logits_for(seq + tokens, len(tokens) + 1), self.sampling)  # [n+1, V]
         accepted, nxt = verify_deterministic_block(p, tokens, self.generator)
-        return RoundStats(
-            committed=tokens[:accepted] + [nxt],
-            drafted=len(tokens),
-            verified=len(tokens),
-            accepted=accepted,
-            drafted_total=len(tokens),
-        )
+        return RoundStats.block(tokens, accepted, nxt)
 
     def report(self, metrics: GenerationMetrics) -> None:
         metrics.target_busy_seconds = self.target.busy_seconds

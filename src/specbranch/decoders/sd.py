@@ -66,10 +66,4 @@ class SpeculativeDecoder(SerialDecoder):
         else:
             accepted, nxt = verify_deterministic_block(p, tokens, self.verify_gen)
         self.policy.observe(RoundFeedback(len(tokens), accepted, accepted + 1, time.perf_counter() - start))
-        return RoundStats(
-            committed=tokens[:accepted] + [nxt],
-            drafted=len(tokens),
-            verified=len(tokens),
-            accepted=accepted,
-            drafted_total=len(tokens),
-        )
+        return RoundStats.block(tokens, accepted, nxt)
