@@ -38,7 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="SPEC",
         help=f"methods to compare: {', '.join(METHODS)}, hf-assisted, or a variant with option "
         "overrides such as specbranch:k_max=1,epsilon=0.3, ar:threads=1 or "
-        f"sd:draft_policy=svip,threshold=0.5 (default: {' '.join(DEFAULT_METHODS)})",
+        "sd:draft_policy=svip,threshold=0.5; separated by spaces, commas or both (ar,sd,specbranch:k_max=1: "
+        "a comma-separated piece with = before any : is an option of the method before it) "
+        f"(default: {' '.join(DEFAULT_METHODS)})",
     )
     add_prompt_options(bench, "humaneval", 10, "")
     bench.add_argument("--repeats", type=int, default=1, help="timed runs per prompt and method (default 1)")
@@ -62,6 +64,28 @@ def register(sub: argparse._SubParsersAction) -> None:
     bench.set_defaults(func=run)
 
 
+def split_methods(words: list[str]) -> list[str]:
+    """Method specs from --methods words, each word one spec or several separated by commas.
+
+    A comma also separates a spec's options (`specbranch:k_max=1,epsilon=0.3`), so a piece
+    continues the spec before it when it is an option: when it has a `=` before any `:`
+    (`epsilon=0.3`, `draft_policy=svip:threshold=0.5`); any other piece (`sd`, `sd:gamma=8`)
+    starts a new spec. Empty pieces (`ar,,sd`, a trailing comma) are skipped; an option with no
+    spec before it in its word is an error.
+    """
+    specs: list[str] = []
+    for word in words:
+        start = len(specs)
+        for piece in filter(None, (p.strip() for p in word.split(","))):
+            if "=" not in piece.partition(":")[0]:
+                specs.append(piece)
+            elif len(specs) > start:
+                specs[-1] += "," + piece
+            else:
+                raise SpecBranchError(f"--methods {word!r}: option {piece!r} follows no method")
+    return specs
+
+
 def run(args: argparse.Namespace) -> int:
     from specbranch.bench.methods import parse_method
     from specbranch.bench.report import table, write_outputs
@@ -70,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     if args.repeats < 1 or args.max_new_tokens < 1:
         raise SpecBranchError("--repeats and --max-new-tokens must be >= 1")
     defaults = config_from_args(SpeculativeConfig, args)
-    methods = [parse_method(m, defaults) for m in args.methods]
+    methods = [parse_method(m, defaults) for m in split_methods(args.methods)]
     if len({m.name for m in methods}) != len(methods):
         raise SpecBranchError("--methods lists the same method twice")
     prompts = load_prompts(args)

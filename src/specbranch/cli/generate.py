@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from specbranch.cli.options import (
     add_method_options,
@@ -24,10 +25,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     gen = sub.add_parser(
         "generate",
         help="generate text from a prompt",
-        description="Generate a continuation of PROMPT. Output is exactly what the target alone would "
-        "produce (greedy) or has exactly its distribution (sampling); the method changes speed only.",
+        description="Generate a continuation of PROMPT (the text, - for standard input, or --prompt-file). "
+        "Output is exactly what the target alone would produce (greedy) or has exactly its distribution "
+        "(sampling); the method changes speed only.",
     )
-    gen.add_argument("prompt", help="the prompt text")
+    gen.add_argument(
+        "prompt",
+        nargs="?",
+        help="the prompt text, or - to read it from standard input (give PROMPT, - or --prompt-file)",
+    )
+    gen.add_argument(
+        "--prompt-file",
+        metavar="PATH",
+        help="read the prompt from a UTF-8 file. Text read from a file or from - is used verbatim except "
+        "for one final line ending, which is dropped (the newline editors add)",
+    )
     gen.add_argument("--stop", action="append", help="stop string (repeatable); the output ends before it")
     gen.add_argument("--stream", action="store_true", help="print tokens as they are committed")
     gen.add_argument(
@@ -39,9 +51,46 @@ def register(sub: argparse._SubParsersAction) -> None:
     gen.set_defaults(func=run)
 
 
+def read_prompt(args: argparse.Namespace) -> str:
+    """The prompt from exactly one of PROMPT, `-` (standard input) or --prompt-file.
+
+    Text read from standard input or a file is UTF-8, taken byte for byte except for one final
+    line ending (`\\n` or `\\r\\n`), which is dropped. An empty prompt is an error.
+    """
+    if (args.prompt is None) == (args.prompt_file is None):
+        given = "none was" if args.prompt is None else "both PROMPT and --prompt-file were"
+        raise SpecBranchError(
+            f"give exactly one prompt: PROMPT, - (standard input) or --prompt-file PATH ({given} given)"
+        )
+    if args.prompt_file is not None:
+        where = f"--prompt-file {args.prompt_file}"
+        try:
+            data = Path(args.prompt_file).read_bytes()
+        except OSError as exc:
+            raise SpecBranchError(f"cannot read {where}: {exc.strerror or exc}") from None
+    elif args.prompt == "-":
+        where, data = "standard input", sys.stdin.buffer.read()
+    else:
+        where, data = "PROMPT", None
+    text = args.prompt if data is None else _decode(data, where)
+    if not text:
+        raise SpecBranchError(f"the prompt ({where}) is empty")
+    return text
+
+
+def _decode(data: bytes, where: str) -> str:
+    """UTF-8 text of `data` less one final line ending."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecBranchError(f"{where} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    return text.removesuffix("\n").removesuffix("\r") if text.endswith("\n") else text
+
+
 def run(args: argparse.Namespace) -> int:
     from specbranch.engine import Engine
 
+    prompt = read_prompt(args)
     sampling = sampling_from_args(args)
     config = GenerationConfig(args.max_new_tokens, sampling, args.seed, tuple(args.stop or ()))
     spec = config_from_args(SpeculativeConfig, args)
@@ -51,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     pair = load_from_args(args, draft_needed=args.method != "ar")
     with Engine(pair, args.method, spec, **options) as engine:
         result = None
-        for chunk in engine.stream(args.prompt, config, chat=args.chat):
+        for chunk in engine.stream(prompt, config, chat=args.chat):
             if args.stream and not args.json:
                 print(chunk.text, end="", flush=True)
             result = chunk.result or result
