@@ -10,6 +10,11 @@ And lookup branches in SpecBranch's serial trees (`--lookup`): greedy output equ
 partly aligned and unaligned drafts, sampled output exactly the target's (lookup's
 deterministic nodes beside sampled children), more tokens per round where the draft is poor,
 and the gate spending no lookup node on a request whose lookup nodes are never accepted.
+
+And `sd --lookup`: lookup candidates opening SD's draft block keep greedy output equal to AR's
+and the exact distribution (rule 1 with a point mass beside sampled drafts); "auto" uses them
+while their acceptance rate is at least the draft's, learnt from every round (`matches`:
+candidate against committed token, whether verified or not).
 """
 
 from __future__ import annotations
@@ -23,8 +28,8 @@ from test_tree_decoder import WIDE
 
 from specbranch.config import GenerationConfig, SpeculativeConfig
 from specbranch.costs import CostCurve, Placement
-from specbranch.decoders.lookup import lookup_candidates
-from specbranch.decoders.tree import Calibration, _Nodes
+from specbranch.decoders.lookup import AcceptanceRate, lookup_candidates, matches
+from specbranch.decoders.tree import _Nodes
 from specbranch.engine import Engine
 from specbranch.errors import SpecBranchError
 from specbranch.runtime import assembly
@@ -133,7 +138,84 @@ def test_the_gate_spends_lookup_nodes_only_where_they_are_accepted(accepted, gra
     engine = serial(SMALL_PAIR, monkeypatch, lookup="auto", costs=costly)
     decoder = engine.decoder
     decoder.start(LOOKUP_PROMPT, SAMPLINGS["t1"], 0)
-    decoder.lookup_gate = Calibration(tests=50.0, entered=float(accepted))
+    decoder.lookup_gate = AcceptanceRate(tests=50.0, hits=float(accepted))
     tree, nodes = TokenTree([], [], []), _Nodes()
-    decoder._graft(LOOKUP_PROMPT, tree, nodes, 3)
+    decoder._graft(lookup_candidates(LOOKUP_PROMPT, num_tokens=3), tree, nodes)
     assert (len(tree) > 0) == grafted
+
+
+@pytest.mark.parametrize(
+    ("candidates", "committed", "expected"),
+    [([4, 5, 6], [4, 5, 9, 1], (3, 2)), ([4, 5], [4, 5, 9], (2, 2)), ([4, 5, 6], [4], (1, 1)),
+     ([7], [4, 5], (1, 0)), ([], [4], (0, 0))],
+)
+def test_matches_counts_the_common_prefix_and_the_first_mismatch(candidates, committed, expected):
+    assert matches(candidates, committed) == expected
+
+
+def test_the_gate_learns_lookup_acceptance_from_rounds_that_spent_nothing_on_it(monkeypatch):
+    """A closed gate (no lookup node pays) still compares the candidates with the committed
+    tokens, so it can reopen where the text starts repeating."""
+    costly = Placement(*(CostCurve(((1, s), (64, 4 * s))) for s in (1.0, 0.02, 1.0, 0.02)))
+    decoder = serial(SMALL_PAIR, monkeypatch, lookup="auto", costs=costly).decoder
+    decoder.start(LOOKUP_PROMPT, SAMPLINGS["t1"], 0)
+    decoder.lookup_gate = AcceptanceRate(tests=50.0, hits=0.0)
+    decoder.step(list(LOOKUP_PROMPT), 8)
+    assert decoder.lookup_gate.tests > AcceptanceRate.DECAY * 50.0  # tested without a lookup node
+
+
+# `sd --lookup`: candidates opening SD's draft block.
+
+
+def sd(pair, lookup: str, draft_sampling: str = "sample", gamma: int = 3) -> Engine:
+    return Engine(pair, "sd", SpeculativeConfig(gamma=gamma, draft_sampling=draft_sampling), lookup=lookup)
+
+
+@pytest.mark.parametrize("lookup", ["on", "auto"])
+@pytest.mark.parametrize("draft_sampling", ["sample", "greedy"])
+@pytest.mark.parametrize("draft_name", list(DRAFTS))
+def test_sd_with_lookup_keeps_greedy_output_equal_to_ar(draft_name, draft_sampling, lookup):
+    engine = sd(make_pair(GREEDY_TARGET, DRAFTS[draft_name]), lookup, draft_sampling)
+    config = GenerationConfig(max_new_tokens=40)
+    for prompt in REPEATING:
+        expected = Engine(make_pair(GREEDY_TARGET, None), "ar").generate(prompt, config).token_ids
+        assert engine.generate(prompt, config).token_ids == expected
+
+
+@pytest.mark.parametrize("sampling", ["t1", "topk2"])
+@pytest.mark.parametrize("draft_sampling", ["sample", "greedy"])
+def test_sd_with_lookup_keeps_the_exact_distribution(sampling, draft_sampling, monkeypatch):
+    """Lookup tokens then sampled drafts in one block: rule 1 with the lookup tokens' point mass."""
+    params = SAMPLINGS[sampling]
+    engine = sd(SMALL_PAIR, "on", draft_sampling, gamma=3)
+    oracle = Enumerator()
+    install(monkeypatch, oracle)
+    config = GenerationConfig(max_new_tokens=3, sampling=params, ignore_eos=True)
+    got = oracle.distribution(lambda: tuple(engine.generate(LOOKUP_PROMPT, config).token_ids))
+    monkeypatch.undo()
+    process = lambda logits: process_logits(logits, params)  # noqa: E731
+    expected = exact_sequence_distribution(TARGET, LOOKUP_PROMPT, 3, process)
+    assert max_difference(got, expected) < TOLERANCE
+    assert oracle.reused == 0 and oracle.runs > 1
+
+
+def test_sd_lookup_carries_tokens_an_unaligned_draft_misses():
+    pair = make_pair(GREEDY_TARGET, DRAFTS["unaligned"])
+    config = GenerationConfig(max_new_tokens=40)
+    with_lookup = sd(pair, "auto").generate(REPEATING[1], config).metrics
+    without = sd(pair, "off").generate(REPEATING[1], config).metrics
+    assert with_lookup.mean_accepted_length > without.mean_accepted_length
+
+
+def test_sd_auto_uses_lookup_only_while_it_is_accepted_at_least_as_often_as_the_draft():
+    decoder = sd(make_pair(GREEDY_TARGET, DRAFTS["unaligned"]), "auto").decoder
+    decoder.start(LOOKUP_PROMPT, SAMPLINGS["t1"], 0)
+    decoder.lookup_rate, decoder.draft_rate = AcceptanceRate(10.0, 1.0), AcceptanceRate(10.0, 8.0)
+    assert decoder._fixed([1, 2]) == []
+    decoder.lookup_rate = AcceptanceRate(10.0, 9.0)
+    assert decoder._fixed([1, 2]) == [1, 2]
+
+
+def test_sd_takes_lookup_but_no_parallel_options():
+    with pytest.raises(SpecBranchError, match="takes no option"):
+        Engine(SMALL_PAIR, "sd", k_max=2)

@@ -22,6 +22,7 @@ from specbranch.policies import parse_policy
 DraftSampling = Literal["greedy", "sample"]
 Execution = Literal["auto", "parallel", "serial"]
 Lookup = Literal["auto", "on", "off"]
+LOOKUP_DEFAULTS = {"specbranch": "auto", "sd": "off"}  # --lookup when not given (sd: classic SD)
 DEFAULT_TREE_DEPTH = 24  # serial SpecBranch: most tree levels D when --max-draft-len is not given
 
 
@@ -159,12 +160,15 @@ class ParallelConfig:
         "measured cost curves",
         methods=("specbranch",),
     )
-    lookup: Lookup = option(
-        "auto",
-        "specbranch serial: prompt-lookup candidates (continuations of the context's last tokens where "
-        "they occurred before) join each tree as extra deterministic branches: auto = as many as the "
-        "measured costs and their observed acceptance say pay, on = always, off = never",
-        methods=("specbranch",),
+    lookup: Lookup | None = option(
+        None,
+        "prompt-lookup candidates (continuations of the context's last tokens where they occurred "
+        "before): specbranch serial joins them to each tree as extra deterministic branches, sd opens "
+        "its draft block with them; auto = as many as their observed acceptance (and for specbranch the "
+        "measured costs) say pay, on = always, off = never (default: "
+        + ", ".join(f"{k} for {m}" for m, k in LOOKUP_DEFAULTS.items())
+        + ")",
+        methods=tuple(LOOKUP_DEFAULTS),
     )
     inline: bool = option(
         False,
@@ -216,7 +220,7 @@ class ParallelConfig:
             raise SpecBranchError(f"epsilon must be in [0, 1), got {self.epsilon!r}")
         if self.execution not in ("auto", "parallel", "serial"):
             raise SpecBranchError(f"execution must be 'auto', 'parallel' or 'serial', got {self.execution!r}")
-        if self.lookup not in ("auto", "on", "off"):
+        if self.lookup not in (None, "auto", "on", "off"):
             raise SpecBranchError(f"lookup must be 'auto', 'on' or 'off', got {self.lookup!r}")
         if not isinstance(self.tree_nodes, int) or self.tree_nodes < 1:
             raise SpecBranchError(f"tree_nodes must be a whole number >= 1, got {self.tree_nodes!r}")
@@ -231,5 +235,6 @@ class ParallelConfig:
 
 
 def applies_to(config_field: Any, method: str) -> bool:
-    """Whether a `ParallelConfig` field is an option of `method` (pearl or specbranch)."""
+    """Whether a `ParallelConfig` field is an option of `method`: the methods its metadata
+    names, by default the parallel ones (pearl, specbranch)."""
     return method in config_field.metadata.get("methods", ("pearl", "specbranch"))

@@ -145,7 +145,7 @@ def add_method_options(parser: argparse.ArgumentParser) -> None:
     )
     add_config_options(parser.add_argument_group("speculative decoding"), SpeculativeConfig)
     parallel = [name for name, info in REGISTRY.items() if info.parallel]
-    group = parser.add_argument_group(f"parallel methods ({', '.join(parallel)})")
+    group = parser.add_argument_group(f"parallel methods ({', '.join(parallel)}; --lookup also sd)")
     add_config_options(group, ParallelConfig, given_only=True)
 
 
@@ -155,7 +155,7 @@ def method_options(args: argparse.Namespace) -> dict:
     given = given_fields(ParallelConfig, args)
     refused = [f for f in given if f.name not in info.options]
     if refused:
-        takers = [n for n, i in REGISTRY.items() if i.parallel and all(applies_to(f, n) for f in refused)]
+        takers = [n for n in REGISTRY if all(applies_to(f, n) for f in refused)]
         names = ", ".join(flag(f.name) for f in refused)
         raise SpecBranchError(f"{names} apply to --method {' or '.join(takers)} only")
     return {f.name: getattr(args, f.name) for f in given}

@@ -15,9 +15,13 @@ they are deterministic drafts, verified by rule 2 at any temperature (draw y ~ p
 candidate if y equals it), which keeps the output exactly the target's.
 
 `LookupDecoder` (`--method lookup`) runs lookup alone with the target: no draft model.
+`AcceptanceRate` and `matches` are the gate by which `sd` and SpecBranch's trees (`--lookup
+auto`) decide how much of the candidates to verify.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from specbranch.config import SamplingParams
 from specbranch.decoders.base import InProcessDecoder
@@ -41,6 +45,43 @@ def lookup_candidates(
             if context[start : start + n] == suffix:
                 return context[start + n : start + n + num_tokens]
     return []
+
+
+def matches(candidates: list[int], committed: list[int]) -> tuple[int, int]:
+    """(tests, hits) of the candidates a round began with against the tokens it committed,
+    whether or not they were verified: hits = the length of their common prefix, tests = hits
+    plus the first mismatch (when there was a committed token to compare).
+
+    The committed token at a position is distributed as the target's p there (exactness), so
+    "candidate == committed" is distributed exactly as rule 2's acceptance of the candidate:
+    the gate learns lookup's acceptance even in rounds that spent nothing on it.
+    """
+    hits = 0
+    for candidate, token in zip(candidates, committed, strict=False):
+        if candidate != token:
+            return hits + 1, hits
+        hits += 1
+    return hits, hits
+
+
+@dataclass
+class AcceptanceRate:
+    """A per-token acceptance probability learnt in a request: `tests` positions tested, `hits`
+    accepted, both decaying by DECAY per round so the estimate follows the text (code, prose);
+    rate = (hits + 1) / (tests + 2) (one prior success and failure)."""
+
+    DECAY = 0.9
+    tests: float = 0.0
+    hits: float = 0.0
+
+    @property
+    def rate(self) -> float:
+        return (self.hits + 1.0) / (self.tests + 2.0)
+
+    def learn(self, tests: int, hits: int) -> None:
+        """One round's tests and hits."""
+        self.tests = self.DECAY * self.tests + tests
+        self.hits = self.DECAY * self.hits + hits
 
 
 class LookupDecoder(InProcessDecoder):

@@ -48,7 +48,7 @@ import torch
 from specbranch.config import SamplingParams
 from specbranch.costs import CostCurve, best_prefix
 from specbranch.decoders.base import SerialDecoder
-from specbranch.decoders.lookup import lookup_candidates
+from specbranch.decoders.lookup import AcceptanceRate, lookup_candidates, matches
 from specbranch.metrics import GenerationMetrics, RoundStats
 from specbranch.policies import DraftPolicy, RoundFeedback
 from specbranch.runner import CachedModel
@@ -170,7 +170,7 @@ class TreeDecoder(SerialDecoder):
         super().start(prompt_ids, sampling, seed)
         self.sampled = self.draft_sampling == "sample" and not sampling.greedy
         self.calibration = Calibration()
-        self.lookup_gate = Calibration()  # its step_acceptance: how often lookup's nodes were accepted
+        self.lookup_gate = AcceptanceRate()  # how often lookup's candidates are accepted (`matches`)
         self.overhead = 0.0  # seconds a round takes beyond its modelled forwards (a running mean)
         self.rounds = self.tree_nodes = self.tree_depth = 0
         self.depth_tested = [0] * (self.budget.depth + 1)
@@ -183,8 +183,9 @@ class TreeDecoder(SerialDecoder):
         if self.policy is not None:
             depth = min(depth, self.policy.max_length())
         tree, nodes, slots = self._grow(seq, depth)
-        self._graft(seq, tree, nodes, depth)
-        modelled = nodes.spent + (self.budget.target.seconds(1 + len(tree)) if self.budget.target else 0.0)
+        candidates = lookup_candidates(seq, num_tokens=depth) if self.lookup != "off" else []
+        self._graft(candidates, tree, nodes)
+        modelled = self._so_far(tree, nodes)[1]
         p = process_logits(self.target.logits_for_tree(seq, tree), self.sampling)  # [1 + N, V]
         verdict = verify_tree(p, tree, self.verify_gen)
         path_tokens = [tree.tokens[j] for j in verdict.path]
@@ -192,6 +193,7 @@ class TreeDecoder(SerialDecoder):
         fed = [slots[j] for j in verdict.path if j in slots]  # the path's nodes the draft has KV for
         self.draft.keep_branch(fed, path_tokens[: len(fed)])
         verified = len(verdict.path) + (self._learn(tree, nodes, verdict.path) > len(verdict.path))
+        self.lookup_gate.learn(*matches(candidates, verdict.committed))
         elapsed = time.perf_counter() - start
         # Learnt from wall time only at greedy decoding, whose output no tree shape changes: a
         # sampled request's trees must depend on its seed and the cached curves alone, so the
@@ -218,9 +220,9 @@ class TreeDecoder(SerialDecoder):
         metrics.depth_tested, metrics.depth_accepted = list(self.depth_tested), list(self.depth_accepted)
 
     def _learn(self, tree: TokenTree, nodes: _Nodes, path: list[int]) -> int:
-        """Count the walk's tests by depth, feed the draft's to the calibration and lookup's to
-        its gate; the number of tests."""
-        tests, looked, walked, node = [], [], 0, -1
+        """Count the walk's tests by depth and feed the draft's to the calibration; the number
+        of tests."""
+        tests, walked, node = [], 0, -1
         for depth in range(len(path) + 1):
             children = tree.children(node)
             if not children:
@@ -230,49 +232,40 @@ class TreeDecoder(SerialDecoder):
             drafted = [c for c in children if nodes.drafted[c]]
             if drafted:
                 tests.append((sum(nodes.q[c] for c in drafted), nxt in drafted))
-            if any(nodes.lookup[c] for c in children):
-                looked.append((0.0, nxt is not None and nodes.lookup[nxt]))
             self.depth_tested[depth] += 1
             self.depth_accepted[depth] += nxt is not None
             if nxt is None:
                 break
             node = nxt
         self.calibration.learn(tests)
-        self.lookup_gate.learn(looked)
         self.rounds += 1
         self.tree_nodes += len(tree)
         self.tree_depth += max((len(tree.path(j)) for j in range(len(tree))), default=0)
         return walked
 
-    def _graft(self, seq: list[int], tree: TokenTree, nodes: _Nodes, depth: int) -> None:
+    def _graft(self, candidates: list[int], tree: TokenTree, nodes: _Nodes) -> None:
         """Join prompt lookup's candidates (`decoders.lookup`) to the tree: a chain of
         deterministic children from the root, sharing the nodes where the tree already holds
         the same deterministic token. With "auto" and cost curves, as many as pay for their
-        verify slots, the i-th guessed accepted with probability a^i, a = how often lookup's
-        nodes have been accepted in this request (`lookup_gate`); "on": all of them."""
-        candidates = lookup_candidates(seq, num_tokens=depth) if self.lookup != "off" else []
+        verify slots, the i-th guessed accepted with probability a^i, a = lookup's acceptance
+        rate in this request (`lookup_gate`); "on": all of them."""
         target = self.budget.target
         if candidates and self.lookup == "auto" and target is not None:
-            rate = self.lookup_gate.step_acceptance
+            rate = self.lookup_gate.rate
             values = [rate ** (i + 1) for i in range(len(candidates))]
-            seconds = nodes.spent + target.seconds(1 + len(tree))
-            candidates = candidates[: best_prefix(values, 1.0 + sum(nodes.value), seconds, len(tree), target)]
+            candidates = candidates[: best_prefix(values, *self._so_far(tree, nodes), len(tree), target)]
         node = -1
         for token in candidates:
             fixed = [c for c in tree.children(node) if tree.q is None or tree.q[c] is None]
             same = [c for c in fixed if tree.tokens[c] == token]
-            if not same:
-                tree.tokens.append(token)
-                tree.parents.append(node)
-                if tree.q is not None:
-                    tree.q.append(None)
-                nodes.value.append(0.0)
-                nodes.q.append(0.0)
-                nodes.drafted.append(False)
-                nodes.lookup.append(False)
-                same = [len(tree) - 1]
-            node = same[0]
+            node = same[0] if same else _append(tree, nodes, _Candidate(0.0, 0.0, 0.0, node, 0, token, None))
             nodes.lookup[node] = True
+
+    def _so_far(self, tree: TokenTree, nodes: _Nodes) -> tuple[float, float]:
+        """The tree's expected committed tokens (the bonus or correction plus its nodes' values)
+        and its modelled seconds (draft forwards so far plus a target forward over it)."""
+        target = self.budget.target
+        return 1.0 + sum(nodes.value), nodes.spent + (target.seconds(1 + len(tree)) if target else 0.0)
 
     def _grow(self, seq: list[int], depth: int) -> tuple[TokenTree, _Nodes, dict[int, int]]:
         """The draft's tree after seq, its nodes' numbers, and the draft cache slot of every node
@@ -341,10 +334,8 @@ class TreeDecoder(SerialDecoder):
                 taken.add((c.parent, c.order))
                 chosen.append(c)
         if self.budget.target is not None:
-            expected = 1.0 + sum(nodes.value)  # committed tokens the tree so far is expected to give
-            seconds = nodes.spent + self.budget.target.seconds(1 + len(tree))
             values = [c.rank for c in chosen]
-            chosen = chosen[: best_prefix(values, expected, seconds, len(tree), self.budget.target)]
+            chosen = chosen[: best_prefix(values, *self._so_far(tree, nodes), len(tree), self.budget.target)]
         return sorted(chosen, key=lambda c: (c.parent, c.order))
 
     def _worth_a_level(self, tree: TokenTree, nodes: _Nodes, frontier: list[int], levels: int) -> bool:
@@ -357,8 +348,7 @@ class TreeDecoder(SerialDecoder):
         target, draft = self.budget.target, self.budget.draft
         if target is None or draft is None:
             return True
-        expected, n = 1.0 + sum(nodes.value), len(tree)
-        seconds = nodes.spent + target.seconds(1 + n)
+        (expected, seconds), n = self._so_far(tree, nodes), len(tree)
         value, step = max(nodes.value[j] for j in frontier), self.calibration.step_acceptance
         gain, drafting = 0.0, draft.seconds(len(frontier))
         for ahead in range(1, levels + 1):
@@ -372,14 +362,19 @@ class TreeDecoder(SerialDecoder):
 
     @staticmethod
     def _add(tree: TokenTree, nodes: _Nodes, chosen: list[_Candidate]) -> list[int]:
-        """Append the chosen children to the tree; their node indices."""
-        for c in chosen:
-            tree.tokens.append(c.token)
-            tree.parents.append(c.parent)
-            nodes.value.append(c.value)
-            nodes.q.append(c.q)
-            nodes.drafted.append(True)
-            nodes.lookup.append(False)
-            if tree.q is not None:
-                tree.q.append(c.row)
-        return list(range(len(tree) - len(chosen), len(tree)))
+        """Append the draft's chosen children to the tree; their node indices."""
+        return [_append(tree, nodes, c, drafted=True) for c in chosen]
+
+
+def _append(tree: TokenTree, nodes: _Nodes, c: _Candidate, drafted: bool = False) -> int:
+    """Append one node (a drafted child, or with drafted=False a lookup candidate, value 0:
+    no draft probability vouches for it) to the tree and its numbers; its index."""
+    tree.tokens.append(c.token)
+    tree.parents.append(c.parent)
+    if tree.q is not None:
+        tree.q.append(c.row)
+    nodes.value.append(c.value)
+    nodes.q.append(c.q)
+    nodes.drafted.append(drafted)
+    nodes.lookup.append(False)
+    return len(tree) - 1

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from specbranch.config import DEFAULT_TREE_DEPTH, ParallelConfig, SpeculativeConfig
+from specbranch.config import DEFAULT_TREE_DEPTH, LOOKUP_DEFAULTS, ParallelConfig, SpeculativeConfig
 from specbranch.costs import Placement, choose_execution
 from specbranch.decoders.ar import AutoregressiveDecoder
 from specbranch.decoders.drafter import BranchDrafter
@@ -61,7 +61,8 @@ def build_sd(
     if probe:
         cap = CostRatio(forward_seconds(target, VERIFY_TOKENS), forward_seconds(draft, 1)).draft_length
     policy = build_policy(spec.draft_policy or "fixed", spec.gamma, cap)
-    return SpeculativeDecoder(target, draft, spec, pair.max_length, pair.eos_ids, policy)
+    lookup = config.lookup or LOOKUP_DEFAULTS["sd"]
+    return SpeculativeDecoder(target, draft, spec, pair.max_length, pair.eos_ids, policy, lookup)
 
 
 def build_pearl(
@@ -103,7 +104,8 @@ def build_tree(
     target = CachedModel(pair.target, pair.vocab_size)
     draft = CachedModel(pair.draft, pair.vocab_size)
     return TreeDecoder(
-        target, draft, spec.draft_sampling, budget, pair.max_length, pair.eos_ids, policy, config.lookup
+        target, draft, spec.draft_sampling, budget, pair.max_length, pair.eos_ids, policy,
+        config.lookup or LOOKUP_DEFAULTS["specbranch"],
     )
 
 

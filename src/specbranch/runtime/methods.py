@@ -39,9 +39,8 @@ class MethodInfo:
 
     @property
     def options(self) -> tuple[str, ...]:
-        """The `ParallelConfig` fields this method takes (engine keyword options)."""
-        if not self.parallel:
-            return ()
+        """The `ParallelConfig` fields this method takes (engine keyword options): the parallel
+        methods' shared ones and those whose metadata names the method (`lookup` for sd)."""
         return tuple(f.name for f in fields(ParallelConfig) if applies_to(f, self.name))
 
     def needs_cost_probe(self, spec: SpeculativeConfig) -> bool:
