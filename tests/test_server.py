@@ -102,7 +102,7 @@ def test_models_health_and_metrics_endpoints(sd_server):
     assert [m.id for m in client(url).models.list().data] == [NAME]
     status, health = get(url, "/health")
     assert status == 200 and health["status"] == "ok" and health["method"] == "sd"
-    status, metrics = get(url, "/metrics")
+    status, metrics = get(url, "/v1/metrics")
     assert status == 200
     for key in ("requests", "completion_tokens", "mean_accepted_length", "acceptance_rate",
                 "rollback_rate", "tokens_per_second"):
@@ -217,19 +217,19 @@ def test_full_queue_answers_503():
         assert outcomes.count(200) >= 2  # the running request and the one waiting
         assert "503 queue_full" in outcomes
         assert set(outcomes) <= {200, "503 queue_full"}
-        assert get(url, "/metrics")[1]["rejected_queue_full"] == outcomes.count("503 queue_full")
+        assert get(url, "/v1/metrics")[1]["rejected_queue_full"] == outcomes.count("503 queue_full")
 
 
 def test_disconnect_mid_stream_cancels_and_the_next_request_is_served(sd_server):
     url, _ = sd_server
-    before = get(url, "/metrics")[1]["cancelled"]
+    before = get(url, "/v1/metrics")[1]["cancelled"]
     stream = client(url).completions.create(
         model=NAME, prompt="go", max_tokens=220, temperature=0, stream=True, extra_body={"ignore_eos": True}
     )
     next(iter(stream))
     stream.close()
     deadline = time.monotonic() + 10
-    while get(url, "/metrics")[1]["cancelled"] == before:
+    while get(url, "/v1/metrics")[1]["cancelled"] == before:
         assert time.monotonic() < deadline, "the disconnected generation was not cancelled"
         time.sleep(0.05)
     answer = client(url).completions.create(model=NAME, prompt="the end", max_tokens=20, temperature=0)
@@ -242,7 +242,7 @@ def test_request_over_the_timeout_gets_504():
             "model": NAME, "prompt": "go", "max_tokens": 230, "temperature": 0, "ignore_eos": True,
         })
         assert status == 504 and answer["error"]["type"] == "timeout"
-        assert get(url, "/metrics")[1]["timed_out"] == 1
+        assert get(url, "/v1/metrics")[1]["timed_out"] == 1
 
 
 def test_dead_draft_worker_is_restarted_and_reported_on_health():

@@ -23,8 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "serve",
         help="OpenAI-compatible HTTP server (/v1/completions, /v1/chat/completions, streaming)",
         description="Serve the model pair behind OpenAI's API: GET /v1/models, POST /v1/completions, "
-        "POST /v1/chat/completions (chat template), GET /health, GET /metrics. Requests are decoded one "
-        "at a time in arrival order; --max-queue more may wait, beyond that the server answers 503.",
+        "POST /v1/chat/completions (chat template), GET /health, GET /metrics (Prometheus text format; "
+        "GET /v1/metrics or /metrics?format=json: JSON). Requests are decoded one at a time in arrival "
+        "order; --max-queue more may wait, beyond that the server answers 503.",
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")

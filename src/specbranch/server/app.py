@@ -2,12 +2,14 @@
 
 Routes (module-level handlers on `router`, reading what they share from `app.state`, see
 `create_app`): GET /v1/models, POST /v1/completions, POST /v1/chat/completions, GET /health,
-GET /metrics. A handler validates the body, tokenizes the prompt (its own tokenizer copy: the
-decode thread uses the engine's), submits a job and waits for its first event, so every error
-found before generation starts gets a proper status code (400 bad input, 404 unknown model,
-503 queue full or engine down, 504 timeout). Streams are server-sent events in OpenAI's chunk
+GET /metrics (Prometheus text; GET /v1/metrics or /metrics?format=json: the JSON counters and
+rates). A handler validates the body, tokenizes the prompt (its own tokenizer copy: the decode
+thread uses the engine's), submits a job and waits for its first event, so every error found
+before generation starts gets a proper status code (400 bad input, 404 unknown model, 503 queue
+full or engine down, 504 timeout). Streams are server-sent events in OpenAI's chunk
 format ending with `data: [DONE]`; an error after the stream began is sent as a final
-`data: {"error": ...}` event. A client that disconnects cancels its job.
+`data: {"error": ...}` event. A client that disconnects cancels its job. Where a request's
+answer is decided (`_api_error`, `_serve`, `_stream`) it is counted in the app's `ServerMonitor`.
 """
 
 from __future__ import annotations
@@ -21,15 +23,18 @@ import random
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import Literal
 
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from specbranch.config import option
 from specbranch.engine import Chunk, Engine, encode_prompt
 from specbranch.errors import SpecBranchError
 from specbranch.models import ModelPair
 from specbranch.server import protocol
+from specbranch.server.monitoring import DISCONNECTED, ServerMonitor, status_of
 from specbranch.server.protocol import (
     APIError,
     ChatCompletionChunk,
@@ -74,8 +79,8 @@ def create_app(pair: ModelPair, make_engine: Callable[[], Engine], config: Serve
     """The app; the scheduler (and with it the engine and any worker) starts with the app.
 
     app.state holds what the handlers share: `config`, `pair` (with the handlers' own tokenizer
-    copy), `make_engine`, `started` (the time /v1/models reports) and, while the app runs,
-    `scheduler`.
+    copy), `make_engine`, `started` (the time /v1/models reports), `monitor` (its Prometheus
+    metrics) and, while the app runs, `scheduler`.
     """
     if pair.tokenizer is None:
         raise SpecBranchError("the server needs a model with a tokenizer")
@@ -84,6 +89,7 @@ def create_app(pair: ModelPair, make_engine: Callable[[], Engine], config: Serve
     app.state.pair = dataclasses.replace(pair, tokenizer=copy.deepcopy(pair.tokenizer))
     app.state.make_engine = make_engine
     app.state.started = int(time.time())
+    app.state.monitor = ServerMonitor(config.model_name, lambda: app.state.scheduler.health())
     app.add_exception_handler(APIError, _api_error)
     app.include_router(router)
     return app
@@ -100,6 +106,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 async def _api_error(request: Request, exc: APIError) -> JSONResponse:
+    """The error answer of a generation request (only those raise APIError), counted here."""
+    request.app.state.monitor.finished(status_of(exc))
     return JSONResponse(exc.body(), status_code=exc.status)
 
 
@@ -120,30 +128,53 @@ async def health(request: Request) -> JSONResponse:
 
 
 @router.get("/metrics")
-async def metrics(request: Request) -> dict:
+async def metrics(request: Request, format: Literal["prometheus", "json"] = "prometheus") -> Response:
+    """Prometheus' text exposition (monitoring.py defines the metrics), or with ?format=json the JSON."""
+    if format == "json":
+        return JSONResponse(_metrics_json(request))
+    return Response(request.app.state.monitor.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/v1/metrics")
+async def metrics_json(request: Request) -> dict:
+    """The counters and rates since start-up as JSON (the scheduler's `ServerStats`)."""
+    return _metrics_json(request)
+
+
+def _metrics_json(request: Request) -> dict:
     config: ServerConfig = request.app.state.config
     return {"method": config.method, "model": config.model_name, **request.app.state.scheduler.metrics()}
 
 
 @router.post("/v1/completions")
 async def completions(request: Request):
+    arrived = time.monotonic()
     body = protocol.parse_request(await request.body(), CompletionRequest)
     prompt_ids = _encode(request.app.state.pair, body.prompt_input(), chat=False)
-    return await _serve(request, protocol.COMPLETIONS, body, prompt_ids)
+    return await _serve(request, protocol.COMPLETIONS, body, prompt_ids, arrived)
 
 
 @router.post("/v1/chat/completions")
 async def chat_completions(request: Request):
+    arrived = time.monotonic()
     body = protocol.parse_request(await request.body(), ChatRequest)
     prompt_ids = _encode(request.app.state.pair, body.chat_messages(), chat=True)
-    return await _serve(request, protocol.CHAT_COMPLETIONS, body, prompt_ids)
+    return await _serve(request, protocol.CHAT_COMPLETIONS, body, prompt_ids, arrived)
 
 
 async def _serve(
-    request: Request, endpoint: Endpoint, body: CompletionRequest | ChatRequest, prompt_ids: list[int]
+    request: Request,
+    endpoint: Endpoint,
+    body: CompletionRequest | ChatRequest,
+    prompt_ids: list[int],
+    arrived: float,
 ) -> dict | StreamingResponse:
-    """Submit the request's job; its response body, or its stream once the first event arrived."""
+    """Submit the request's job; its response body, or its stream once the first event arrived.
+
+    arrived: `time.monotonic()` when the request arrived (time to first token counts from it).
+    """
     config: ServerConfig = request.app.state.config
+    monitor: ServerMonitor = request.app.state.monitor
     if body.model != config.model_name:
         raise APIError(404, f"model {body.model!r} is not served here; use {config.model_name!r}",
                        param="model", code="model_not_found")
@@ -156,6 +187,7 @@ async def _serve(
         raise APIError(503, "the server is busy: the request queue is full; retry later",
                        "server_error", code="queue_full") from None
     first = await _next_event(request, job)  # raises on an early error or a disconnect
+    monitor.first_token(time.monotonic() - arrived)
     rid = endpoint.new_id()
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
@@ -164,6 +196,7 @@ async def _serve(
     item = first
     while item.result is None:
         item = await _next_event(request, job)
+    monitor.finished("ok", item.result)
     return endpoint.response.of(rid, config.model_name, item.result, config.method).model_dump()
 
 
@@ -175,12 +208,21 @@ async def _stream(
     rid: str,
     include_usage: bool,
 ) -> AsyncIterator[str]:
-    """The server-sent events of a streamed response, from the job's first event on."""
+    """The server-sent events of a streamed response, from the job's first event on.
+
+    The request is counted when its result or error arrives, or as cancelled if the stream is
+    closed before (the client went away).
+    """
     config: ServerConfig = request.app.state.config
+    monitor: ServerMonitor = request.app.state.monitor
     model = config.model_name
+    counted = False
     try:
         item, opened = first, False
         while True:
+            if item.result is not None:
+                monitor.finished("ok", item.result)
+                counted = True
             if item.text or not opened:
                 yield _event(chunk.of_text(rid, model, item.text, first=not opened).model_dump())
                 opened = True
@@ -192,10 +234,14 @@ async def _stream(
             try:  # here Starlette itself notices a disconnect and closes this generator
                 item = await _next_event(request, job, poll_disconnect=False)
             except APIError as exc:
+                monitor.finished(status_of(exc))
+                counted = True
                 yield _event(exc.body())
                 break
         yield "data: [DONE]\n\n"
     finally:  # normal end, or the client went away (the generator is closed or cancelled)
+        if not counted:
+            monitor.finished("cancelled")
         job.cancelled.set()
 
 
@@ -216,7 +262,7 @@ async def _next_event(request: Request, job: Job, poll_disconnect: bool = True) 
         except TimeoutError:
             if await request.is_disconnected():
                 job.cancelled.set()
-                raise APIError(499, "client disconnected") from None
+                raise APIError(DISCONNECTED, "client disconnected") from None
             continue
         if isinstance(item, APIError):
             raise item
