@@ -39,7 +39,7 @@ def test_json_output_and_sd_equals_ar(folders, capsys):
     ]
     ar = cli_json(capsys, *common, "--method", "ar")
     sd = cli_json(capsys, *common, "--method", "sd", "--gamma", "3")
-    assert set(sd) == {"text", "token_ids", "metrics"}
+    assert set(sd) == {"text", "token_ids", "origins", "metrics"}
     assert sd["token_ids"] == ar["token_ids"] and sd["text"] == ar["text"]
     for name in ("acceptance_rate", "mean_accepted_length", "rollback_rate", "tokens_per_second"):
         assert name in sd["metrics"]

@@ -9,6 +9,7 @@ from specbranch.config import GenerationConfig, SamplingParams
 from specbranch.engine import Engine
 from specbranch.hrad.classes import HradClass
 from specbranch.metrics import SUMMARY_KEYS, GenerationMetrics, RoundStats, summarize_runs
+from specbranch.metrics import TARGET as TARGET_ORIGIN
 
 TARGET = tiny_model(seed=1)
 PAIR = make_pair(TARGET, perturbed(TARGET, 0.01, seed=2))
@@ -47,7 +48,7 @@ def test_metric_invariants(method, options, temperature):
 def test_hrad_decisions_are_counted_under_their_class_counter():
     m = GenerationMetrics()
     for label in (HradClass.BRANCH_NOW, HradClass.KEEP_ALL, HradClass.KEEP_ALL, -1):
-        m.add_round(RoundStats([1], hrad_class=label), 1)
+        m.add_round(RoundStats([1], [TARGET_ORIGIN], hrad_class=label), 1)
     assert (m.hrad_keep_none, m.hrad_keep_confident, m.hrad_keep_all) == (1, 0, 2)
     assert {c.counter for c in HradClass} <= set(m.to_dict())
     assert [HradClass.of_verdict(3, a) for a in (0, 1, 3)] == list(HradClass)

@@ -28,7 +28,8 @@ class GenerationResult:
 
     text: the generated text (stop string and special tokens removed);
     token_ids: the generated token ids (up to and including EOS or the stop string's last token);
-    finish_reason: "stop" (EOS or stop string) or "length" (token budget or context window).
+    finish_reason: "stop" (EOS or stop string) or "length" (token budget or context window);
+    origins: where each token came from (`metrics.ORIGINS`: draft, branch, lookup, target).
     """
 
     text: str
@@ -36,6 +37,7 @@ class GenerationResult:
     finish_reason: str
     prompt_tokens: int
     metrics: GenerationMetrics
+    origins: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {
@@ -43,19 +45,22 @@ class GenerationResult:
             "token_ids": self.token_ids,
             "finish_reason": self.finish_reason,
             "prompt_tokens": self.prompt_tokens,
+            "origins": self.origins,
             "metrics": self.metrics.to_dict(),
         }
 
 
 @dataclass
 class Chunk:
-    """What one round committed: the new text (may be empty while held back) and token ids.
+    """What one round committed: the new text (may be empty while held back), token ids and
+    their origins (`metrics.ORIGINS`).
 
     result is set on the last chunk only.
     """
 
     text: str
     token_ids: list[int] = field(default_factory=list)
+    origins: list[str] = field(default_factory=list)
     result: GenerationResult | None = None
 
 
@@ -174,15 +179,17 @@ class Engine:
         tracker = _TextTracker(self.pair, config.stop)
         seq = list(prompt_ids)
         new: list[int] = []
+        origins: list[str] = []
         finish = None
         start = time.perf_counter()
         self.decoder.start(prompt_ids, config.sampling, config.seed)
         while finish is None:
             stats = self.decoder.step(seq, budget - len(new))
             chunk: list[int] = []
-            for token in stats.committed:
+            for token, origin in zip(stats.committed, stats.origins, strict=True):
                 chunk.append(token)
                 new.append(token)
+                origins.append(origin)
                 if token in eos or (config.stop and tracker.update(new)):
                     finish = "stop"
                 elif len(new) >= budget:
@@ -194,12 +201,12 @@ class Engine:
             if not config.stop:
                 tracker.update(new)
             if finish is None:
-                yield Chunk(tracker.release(final=False), chunk)
+                yield Chunk(tracker.release(final=False), chunk, origins[len(new) - len(chunk) :])
         metrics.wall_seconds = time.perf_counter() - start
         metrics.new_tokens = len(new)
         self.decoder.report(metrics)
-        result = GenerationResult(tracker.text, new, finish, len(prompt_ids), metrics)
-        yield Chunk(tracker.release(final=True), chunk, result)
+        result = GenerationResult(tracker.text, new, finish, len(prompt_ids), metrics, origins)
+        yield Chunk(tracker.release(final=True), chunk, origins[len(new) - len(chunk) :], result)
 
     def generate(
         self, prompt: Prompt, config: GenerationConfig | None = None, chat: bool = False

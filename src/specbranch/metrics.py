@@ -37,6 +37,13 @@ from dataclasses import asdict, dataclass, field, fields
 
 from specbranch.hrad.classes import HradClass
 
+# Where a committed token came from (`RoundStats.origins`, `GenerationResult.origins`):
+DRAFT = "draft"  # a token the draft model proposed on its likeliest line, accepted by the target
+BRANCH = "branch"  # a draft token accepted from a branch other than the likeliest root (SpecBranch)
+LOOKUP = "lookup"  # a prompt-lookup candidate (copied from the context) the target accepted
+TARGET = "target"  # a token the target emitted itself: a correction, a bonus token, or AR's token
+ORIGINS = (DRAFT, BRANCH, LOOKUP, TARGET)
+
 
 @dataclass
 class RoundStats:
@@ -48,9 +55,11 @@ class RoundStats:
     drafted_total: every drafted token including unselected branches.
     branched / branch_hit: whether the round had a branch point and whether it hit.
     hrad_class / hrad_seconds: H-RAD's decision after the hit (-1: none) and its run time.
+    origins: where each committed token came from (`ORIGINS`), one per token.
     """
 
     committed: list[int]
+    origins: list[str]
     drafted: int = 0
     verified: int = 0
     accepted: int = 0
@@ -61,12 +70,16 @@ class RoundStats:
     hrad_seconds: float = 0.0
 
     @classmethod
-    def block(cls, tokens: list[int], accepted: int, nxt: int) -> RoundStats:
-        """A round that verified one block of drafted `tokens`: the first `accepted` of them and
-        the next token `nxt` (correction or bonus) committed."""
+    def block(
+        cls, tokens: list[int], accepted: int, nxt: int, origins: list[str] | None = None
+    ) -> RoundStats:
+        """A round that verified one block of drafted `tokens` (their `origins`, by default all
+        the draft's): the first `accepted` of them and the next token `nxt` (correction or
+        bonus) committed."""
         n = len(tokens)
         committed = tokens[:accepted] + [nxt]
-        return cls(committed, drafted=n, verified=n, accepted=accepted, drafted_total=n)
+        origins = (origins or [DRAFT] * n)[:accepted] + [TARGET]
+        return cls(committed, origins, drafted=n, verified=n, accepted=accepted, drafted_total=n)
 
 
 @dataclass

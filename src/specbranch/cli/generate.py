@@ -6,7 +6,9 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from specbranch.cli.drafts import OriginText, legend, rounds_line
 from specbranch.cli.options import (
     add_method_options,
     add_model_options,
@@ -19,6 +21,9 @@ from specbranch.cli.options import (
 from specbranch.config import GenerationConfig, SpeculativeConfig
 from specbranch.errors import SpecBranchError
 from specbranch.metrics import GenerationMetrics
+
+if TYPE_CHECKING:
+    from specbranch.engine import Engine, GenerationResult
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -43,7 +48,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     gen.add_argument("--stop", action="append", help="stop string (repeatable); the output ends before it")
     gen.add_argument("--stream", action="store_true", help="print tokens as they are committed")
     gen.add_argument(
-        "--json", action="store_true", help='print one JSON object {"text", "token_ids", "metrics"}'
+        "--json",
+        action="store_true",
+        help='print one JSON object {"text", "token_ids", "origins", "metrics"} (origins: where each token '
+        "came from: draft, branch, lookup or target)",
+    )
+    gen.add_argument(
+        "--show-drafts",
+        action="store_true",
+        help="stream the tokens coloured by origin (green: draft token accepted, magenta: from a branch "
+        "other than the likeliest root, cyan: prompt lookup, yellow: emitted by the target itself) and print "
+        "a legend and the tokens each round committed; plain text when the output is not a terminal (shows "
+        "the tokens as generated, a stop string included)",
     )
     add_model_options(gen)
     add_sampling_options(gen)
@@ -99,21 +115,35 @@ def run(args: argparse.Namespace) -> int:
         raise SpecBranchError("--draft-policy applies to the speculative methods, not ar")
     pair = load_from_args(args, draft_needed=args.method != "ar")
     with Engine(pair, args.method, spec, **options) as engine:
-        result = None
-        for chunk in engine.stream(prompt, config, chat=args.chat):
-            if args.stream and not args.json:
-                print(chunk.text, end="", flush=True)
-            result = chunk.result or result
+        result = _stream(engine, prompt, config, args)
     if args.json:
-        print(
-            json.dumps(
-                {"text": result.text, "token_ids": result.token_ids, "metrics": result.metrics.to_dict()}
-            )
-        )
+        keys = ("text", "token_ids", "origins", "metrics")
+        print(json.dumps({k: v for k, v in result.to_dict().items() if k in keys}))
         return 0
-    print(("\n" if args.stream else result.text + "\n"), end="")
+    print(("\n" if args.stream or args.show_drafts else result.text + "\n"), end="")
+    if args.show_drafts:
+        print(legend(sys.stdout.isatty()), file=sys.stderr)
+        print(rounds_line(result.metrics.accept_lengths), file=sys.stderr)
     print_figures(args.method, result.metrics, result.finish_reason)
     return 0
+
+
+def _stream(
+    engine: Engine, prompt: str, config: GenerationConfig, args: argparse.Namespace
+) -> GenerationResult:
+    """Run the request; with --stream print the text as it is committed, with --show-drafts the
+    tokens coloured by origin (`cli.drafts`)."""
+    shown = None
+    if args.show_drafts and not args.json:
+        shown = OriginText(engine.pair.tokenizer, sys.stdout.isatty())
+    result = None
+    for chunk in engine.stream(prompt, config, chat=args.chat):
+        if shown is not None:
+            print(shown.feed(chunk.token_ids, chunk.origins), end="", flush=True)
+        elif args.stream and not args.json:
+            print(chunk.text, end="", flush=True)
+        result = chunk.result or result
+    return result
 
 
 def print_figures(method: str, m: GenerationMetrics, finish_reason: str) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from specbranch.config import SamplingParams
 from specbranch.decoders.base import InProcessDecoder
-from specbranch.metrics import GenerationMetrics, RoundStats
+from specbranch.metrics import TARGET, GenerationMetrics, RoundStats
 from specbranch.runner import CachedModel
 from specbranch.sampling import make_generator, process_logits, sample
 
@@ -26,7 +26,7 @@ class AutoregressiveDecoder(InProcessDecoder):
 
     def step(self, seq: list[int], budget: int) -> RoundStats:
         p = process_logits(self.target.logits_for(seq, 1)[0], self.sampling)  # [V]
-        return RoundStats(committed=[sample(p, self.generator)])
+        return RoundStats(committed=[sample(p, self.generator)], origins=[TARGET])
 
     def report(self, metrics: GenerationMetrics) -> None:
         metrics.target_busy_seconds = self.target.busy_seconds

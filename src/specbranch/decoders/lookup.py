@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from specbranch.config import SamplingParams
 from specbranch.decoders.base import InProcessDecoder
-from specbranch.metrics import GenerationMetrics, RoundStats
+from specbranch.metrics import LOOKUP, GenerationMetrics, RoundStats
 from specbranch.runner import CachedModel
 from specbranch.sampling import make_generator, process_logits
 from specbranch.verify import verify_deterministic_block
@@ -104,7 +104,7 @@ class LookupDecoder(InProcessDecoder):
         tokens = lookup_candidates(seq)[:room]
         p = process_logits(self.target.logits_for(seq + tokens, len(tokens) + 1), self.sampling)  # [n+1, V]
         accepted, nxt = verify_deterministic_block(p, tokens, self.generator)
-        return RoundStats.block(tokens, accepted, nxt)
+        return RoundStats.block(tokens, accepted, nxt, [LOOKUP] * len(tokens))
 
     def report(self, metrics: GenerationMetrics) -> None:
         metrics.target_busy_seconds = self.target.busy_seconds

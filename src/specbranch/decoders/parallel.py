@@ -36,7 +36,7 @@ import time
 from typing import NamedTuple, Protocol
 
 from specbranch.config import SamplingParams
-from specbranch.metrics import GenerationMetrics, RoundStats
+from specbranch.metrics import BRANCH, DRAFT, TARGET, GenerationMetrics, RoundStats
 from specbranch.runner import CachedModel
 from specbranch.sampling import make_generator, process_logits
 from specbranch.transport.messages import Decision, DraftLink, DraftRequest, Proposal
@@ -159,10 +159,11 @@ class ParallelDecoder:
         verdict = decide_round(p, pending, proposal, self.sampled, self.verify_gen)
         if self.kept_by_keeper:  # the keeper learns how the U it chose fared
             self.keeper.observe(len(pending), verdict.pending_accepted)
+        origins = _origins(verdict, self.branch)
         cut = self._next_pending(verdict, proposal)
         self.policy.update(verdict.hit is not None)
         self.last = (verdict.verified, verdict.accepted)
-        return self._stats(verdict, pending, proposal, cut)
+        return self._stats(verdict, origins, pending, proposal, cut)
 
     def _next_pending(self, verdict: Verdict, proposal: Proposal) -> _Cut:
         """Set the next U: after a hit the rest of that branch, cut by the keeper if there is one."""
@@ -182,7 +183,9 @@ class ParallelDecoder:
         return _Cut(dropped, hrad_class, time.perf_counter() - start)
 
     @staticmethod
-    def _stats(verdict: Verdict, pending: list[int], proposal: Proposal, cut: _Cut) -> RoundStats:
+    def _stats(
+        verdict: Verdict, origins: list[str], pending: list[int], proposal: Proposal, cut: _Cut
+    ) -> RoundStats:
         """The round's statistics, all filled here from its verdict (and the keeper's cut).
 
         drafted counts the chosen path: U, then on a hit only the root (the rest of its branch
@@ -192,6 +195,7 @@ class ParallelDecoder:
         path = 1 + cut.dropped if verdict.hit is not None else len(proposal.branches[0])
         return RoundStats(
             committed=verdict.committed,
+            origins=origins,
             drafted=len(pending) + path,
             verified=verdict.verified,
             accepted=verdict.accepted,
@@ -216,3 +220,13 @@ class ParallelDecoder:
 
     def close(self) -> None:
         self.link.close()
+
+
+def _origins(verdict: Verdict, branch: int) -> list[str]:
+    """Where the round's committed tokens came from: U's accepted tokens from the branch U
+    continues (`branch`; 0 or -1: the likeliest line), then the accepted root (branch `hit`) or
+    the target's recovered token. Roots are ranked top-k when deterministic; sampled roots are
+    i.i.d. draws, the first counting as the likeliest line."""
+    line = lambda b: BRANCH if b > 0 else DRAFT  # noqa: E731
+    last = TARGET if verdict.hit is None else line(verdict.hit)
+    return [line(branch)] * verdict.pending_accepted + [last]

@@ -25,7 +25,7 @@ import torch
 from specbranch.config import SamplingParams, SpeculativeConfig
 from specbranch.decoders.base import SerialDecoder
 from specbranch.decoders.lookup import AcceptanceRate, lookup_candidates, matches
-from specbranch.metrics import RoundStats
+from specbranch.metrics import DRAFT, LOOKUP, RoundStats
 from specbranch.policies import DraftPolicy, RoundFeedback
 from specbranch.runner import CachedModel
 from specbranch.sampling import process_logits, sample
@@ -73,7 +73,7 @@ class SpeculativeDecoder(SerialDecoder):
             accepted, nxt = verify_sampled_block(p, torch.stack(rows), tokens, self.verify_gen)
         else:
             accepted, nxt = verify_deterministic_block(p, tokens, self.verify_gen)
-        stats = RoundStats.block(tokens, accepted, nxt)
+        stats = RoundStats.block(tokens, accepted, nxt, [LOOKUP] * fixed + [DRAFT] * len(q_rows))
         # The draft's tokens were tested only if the lookup tokens before them were accepted.
         drafted, beyond = len(q_rows), max(0, accepted - fixed)
         self.draft_rate.learn(min(drafted, beyond + 1) if accepted >= fixed else 0, beyond)

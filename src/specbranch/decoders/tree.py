@@ -49,7 +49,7 @@ from specbranch.config import SamplingParams
 from specbranch.costs import CostCurve, best_prefix
 from specbranch.decoders.base import SerialDecoder
 from specbranch.decoders.lookup import AcceptanceRate, lookup_candidates, matches
-from specbranch.metrics import GenerationMetrics, RoundStats
+from specbranch.metrics import BRANCH, DRAFT, LOOKUP, TARGET, GenerationMetrics, RoundStats
 from specbranch.policies import DraftPolicy, RoundFeedback
 from specbranch.runner import CachedModel
 from specbranch.sampling import process_logits, sample_without_replacement
@@ -205,6 +205,7 @@ class TreeDecoder(SerialDecoder):
             self.policy.observe(RoundFeedback(verified, len(verdict.path), len(verdict.committed), elapsed))
         return RoundStats(
             committed=verdict.committed,
+            origins=_origins(tree, nodes, verdict.path) + [TARGET],
             drafted=verified,
             verified=verified,
             accepted=len(verdict.path),
@@ -378,3 +379,15 @@ def _append(tree: TokenTree, nodes: _Nodes, c: _Candidate, drafted: bool = False
     nodes.drafted.append(drafted)
     nodes.lookup.append(False)
     return len(tree) - 1
+
+
+def _origins(tree: TokenTree, nodes: _Nodes, path: list[int]) -> list[str]:
+    """Where the accepted path's tokens came from: prompt lookup (a node only lookup proposed),
+    a branch (below a drafted node that is not its parent's first drafted child, the draft's
+    likeliest), or the draft's likeliest line."""
+    origins, off_line = [], False
+    for node in path:
+        first = next((c for c in tree.children(tree.parents[node]) if nodes.drafted[c]), None)
+        off_line = off_line or (nodes.drafted[node] and node != first)
+        origins.append(BRANCH if off_line else DRAFT if nodes.drafted[node] else LOOKUP)
+    return origins
