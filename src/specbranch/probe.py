@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -28,12 +29,21 @@ MAX_DRAFT_LEN = 32
 def forward_seconds(runner: CachedModel, new_tokens: int, context: int = 32, repeats: int = 3) -> float:
     """Median wall time of one forward over `new_tokens` tokens after `context` cached tokens."""
     seq = [(7 * i + 3) % runner.vocab_size for i in range(context + new_tokens)]
+    return _median_seconds(runner, seq[:context], lambda: runner.logits_for(seq, new_tokens), repeats)
+
+
+def _median_seconds(
+    runner: CachedModel, context: list[int], forward: Callable[[], object], repeats: int
+) -> float:
+    """Median wall time of `forward` over `repeats` calls after a warm-up one, each with exactly
+    `context` in the cache; the cache is left empty."""
     runner.reset()
-    runner.logits_for(seq[:context], 1)
+    runner.logits_for(context, 1)
     times = []
     for _ in range(repeats + 1):
+        runner.crop(len(context))
         start = time.perf_counter()
-        runner.logits_for(seq, new_tokens)
+        forward()
         times.append(time.perf_counter() - start)
     runner.reset()
     return statistics.median(times[1:])
@@ -68,17 +78,9 @@ def level_seconds(runner: CachedModel, width: int, repeats: int = 2) -> float:
     """Median wall time of one forward over `width` new tokens after PROBE_CONTEXT cached ones,
     each attending the context (a tree level, or a verification's worth of positions)."""
     context = [(7 * i + 3) % runner.vocab_size for i in range(PROBE_CONTEXT)]
-    runner.reset()
-    runner.logits_for(context, 1)
     tokens = [(11 * i + 5) % runner.vocab_size for i in range(width)]
-    times = []
-    for _ in range(repeats + 1):
-        start = time.perf_counter()
-        runner.tree_step(tokens, [[] for _ in tokens], [0] * width)
-        times.append(time.perf_counter() - start)
-        runner.crop(PROBE_CONTEXT)
-    runner.reset()
-    return statistics.median(times[1:])
+    level = lambda: runner.tree_step(tokens, [[] for _ in tokens], [0] * width)  # noqa: E731
+    return _median_seconds(runner, context, level, repeats)
 
 
 def measure_curve(runner: CachedModel, sizes: tuple[int, ...], threads: int | None = None) -> CostCurve:

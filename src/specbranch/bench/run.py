@@ -30,6 +30,7 @@ from specbranch.engine import encode_prompt
 from specbranch.errors import SpecBranchError
 from specbranch.metrics import GenerationMetrics, summarize_runs
 from specbranch.models import ModelPair
+from specbranch.models.numerics import cpu_info
 
 Runner = EngineRunner | HFAssistedRunner  # what `make_runner` returns
 
@@ -71,12 +72,6 @@ def peak_rss_mb(pid: int | None = None) -> float:
 
 def machine_info() -> dict:
     """CPU, cores, threads, library versions and the git commit, for results.json."""
-    cpu = platform.processor() or ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    except OSError:
-        pass
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
@@ -84,7 +79,7 @@ def machine_info() -> dict:
     except (OSError, subprocess.SubprocessError):
         commit = ""
     return {
-        "cpu": cpu,
+        "cpu": cpu_info().name,
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,

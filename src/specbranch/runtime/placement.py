@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import platform
 from pathlib import Path
 
 import torch
@@ -27,6 +26,7 @@ import torch
 from specbranch.costs import CostCurve, Placement
 from specbranch.models import ModelPair
 from specbranch.models.cache import cache_dir
+from specbranch.models.numerics import cpu_info
 from specbranch.probe import DRAFT_WIDTHS, SHARED_SIZES, TARGET_SIZES, measure_curve
 from specbranch.runner import CachedModel
 
@@ -36,15 +36,8 @@ CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "neon", "
 
 def machine_identity() -> dict:
     """What makes forward times differ between machines."""
-    name, flags = platform.processor(), []
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as info:
-            lines = info.read().splitlines()
-        name = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), name)
-        present = set(next((ln for ln in lines if ln.startswith("flags")), "").split())
-        flags = [f for f in CPU_FLAGS if f in present]
-    except OSError:
-        pass
+    cpu = cpu_info()
+    name, flags = cpu.name, [f for f in CPU_FLAGS if f in cpu.flags]
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return {"cpu": name, "flags": flags, "cores": os.cpu_count(), "gpu": gpu, "torch": torch.__version__}
 
