@@ -38,6 +38,7 @@ TESTS = [  # fast rule-level tests first: most mutants die there within seconds
     "tests/test_drafter.py",
     "tests/test_exact_distribution.py",
     "tests/test_tree_decoder.py",
+    "tests/test_lookup.py",
     "tests/test_parallel_runtime.py",
 ]
 
@@ -123,10 +124,12 @@ MUTANTS = [
         "SD drops drafted tokens from the first one the target finds less likely than the draft",
         "decoders/sd.py",
         ((
-            "        if self.spec.draft_sampling == \"sample\" and tokens:\n",
-            "        cut = next((i for i, x in enumerate(tokens) if p[i][x] < q_rows[i][x]), len(tokens))\n"
-            "        tokens, q_rows, p = tokens[:cut], q_rows[:cut], p[: cut + 1]\n"
-            "        if self.spec.draft_sampling == \"sample\" and tokens:\n",
+            "        if self.sampled_drafts and q_rows:\n",
+            "        drafts = tokens[fixed:]\n"
+            "        cut = next((i for i, x in enumerate(drafts) if p[fixed + i][x] < q_rows[i][x]), "
+            "len(drafts))\n"
+            "        tokens, q_rows, p = tokens[: fixed + cut], q_rows[:cut], p[: fixed + cut + 1]\n"
+            "        if self.sampled_drafts and q_rows:\n",
         ),),
     ),
     Mutant(
@@ -203,7 +206,28 @@ MUTANTS = [
         "the tree keeps sampled children by their own draft probability instead of their rank's",
         "decoders/tree.py",
         (("        for c in sorted(candidates, key=lambda c: -c.rank):",
-          "        for c in sorted(candidates, key=lambda c: -c.score):"),),
+          "        for c in sorted(candidates, key=lambda c: -c.value):"),),
+    ),
+    Mutant(
+        "sd-lookup-tested-against-p",
+        "SD tests lookup tokens beside sampled drafts against the target's own row (always accepted)",
+        "decoders/sd.py",
+        (("            rows = [one_hot(x, p) for x in tokens[:fixed]] + q_rows",
+          "            rows = [p[i] for i in range(fixed)] + q_rows"),),
+    ),
+    Mutant(
+        "tree-mixed-rule-keeps-fixed-tokens",
+        "beside deterministic children, rule 4 runs on p with the deterministic tokens left in",
+        "verify.py",
+        (("            nxt, y = _sampled_children(_without(row, [tree.tokens[c] for c in fixed]), "
+          "tree, drawn, generator)",
+          "            nxt, y = _sampled_children(row, tree, drawn, generator)"),),
+    ),
+    Mutant(
+        "near-point-mass-not-drawn",
+        "a distribution with one token above 0.99 is treated as a point mass (no draw)",
+        "sampling.py",
+        (("    if int(torch.count_nonzero(probs)) == 1:", "    if float(probs.max()) > 0.99:"),),
     ),
     Mutant(
         "branch-by-target-probability",
