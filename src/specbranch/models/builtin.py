@@ -2,7 +2,8 @@
 
 Each Qwen GGUF is split over numbered packages; every part is an importable module whose
 `get_part_path()` returns one chunk. The chunks are concatenated in order, checked against a
-pinned sha256, converted once to safetensors (see `specbranch.models.cache`) and cached.
+pinned sha256, converted once to safetensors (see `specbranch.models.cache`) and cached, with
+one progress bar of bytes per model over these steps.
 """
 
 from __future__ import annotations
@@ -12,11 +13,14 @@ import importlib
 import importlib.util
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from specbranch.errors import SpecBranchError
-from specbranch.models.cache import cache_dir, cached_folder, gguf_to_folder
+from specbranch.models.cache import byte_progress, cache_dir, cached_folder, gguf_to_folder
+
+CHUNK_BYTES = 1 << 24  # read size while assembling and hashing
 
 INSTALL_HINT = 'pip install -e ".[models]"   (or: pip install specbranch[models])'
 
@@ -114,20 +118,31 @@ def part_paths(model: BuiltinModel) -> list[Path]:
     return paths
 
 
-def assemble_gguf(model: BuiltinModel, dest: Path) -> None:
-    """Concatenate the chunks into dest, checking size and sha256 against the pinned values."""
+def concatenate_hashing(paths: list[Path], dest: Path, on_bytes: Callable[[int], None]) -> tuple[int, str]:
+    """Write the files `paths` one after another into `dest`; return (bytes, sha256 hex digest).
+
+    on_bytes(n) is called after each block of n bytes is written (a progress callback).
+    """
     digest = hashlib.sha256()
     size = 0
     with open(dest, "wb") as out:
-        for path in part_paths(model):
+        for path in paths:
             with open(path, "rb") as chunk_file:
-                while chunk := chunk_file.read(1 << 24):
+                while chunk := chunk_file.read(CHUNK_BYTES):
                     digest.update(chunk)
-                    size += len(chunk)
                     out.write(chunk)
-    if size != model.size or digest.hexdigest() != model.sha256:
+                    size += len(chunk)
+                    on_bytes(len(chunk))
+    return size, digest.hexdigest()
+
+
+def assemble_gguf(model: BuiltinModel, dest: Path, on_bytes: Callable[[int], None]) -> None:
+    """Concatenate the chunks into dest, checking size and sha256 against the pinned values;
+    on_bytes(n) reports progress (see `concatenate_hashing`)."""
+    size, digest = concatenate_hashing(part_paths(model), dest, on_bytes)
+    if size != model.size or digest != model.sha256:
         raise SpecBranchError(
-            f"built-in model {model.name}: assembled file has size {size} and sha256 {digest.hexdigest()}, "
+            f"built-in model {model.name}: assembled file has size {size} and sha256 {digest}, "
             f"expected {model.size} and {model.sha256}; reinstall with: {INSTALL_HINT}"
         )
 
@@ -142,11 +157,14 @@ def builtin_model_folder(name: str) -> Path:
         return folder
     paths = part_paths(model)
     if model.parts == 0:
-        return gguf_to_folder(paths[0], key=key)
-    with tempfile.TemporaryDirectory(dir=cache_dir()) as tmp:
+        return gguf_to_folder(paths[0], key=key, progress=byte_progress(model.name))
+    # one bar: the assembling pass, then conversion (which sets the exact total)
+    bar = byte_progress(model.name, 2 * model.size)
+    with tempfile.TemporaryDirectory(dir=cache_dir()) as tmp, bar:
         gguf = Path(tmp) / f"{model.name}.gguf"
-        assemble_gguf(model, gguf)
-        return gguf_to_folder(gguf, key=key)
+        bar.set_postfix_str("assembling + sha256")
+        assemble_gguf(model, gguf, bar.update)
+        return gguf_to_folder(gguf, key=key, progress=bar)
 
 
 def installed_models() -> dict[str, bool]:
