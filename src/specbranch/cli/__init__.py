@@ -1,4 +1,4 @@
-"""The `specbranch` command line: one module per command (generate, bench, serve, hrad, models),
+"""The `specbranch` command line: one module per command (generate, chat, bench, serve, hrad, models),
 the shared option groups in `options` (most generated from the config dataclasses).
 
 Every command loads models offline by default (HF_HUB_OFFLINE=1 unless --allow-download) and
@@ -12,10 +12,10 @@ import os
 import sys
 from collections.abc import Sequence
 
-from specbranch.cli import bench, generate, hrad, models, serve
+from specbranch.cli import bench, chat, generate, hrad, models, serve
 from specbranch.errors import SpecBranchError
 
-COMMANDS = (generate, bench, serve, hrad, models)
+COMMANDS = (generate, chat, bench, serve, hrad, models)
 
 
 def build_parser() -> argparse.ArgumentParser:
