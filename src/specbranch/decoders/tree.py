@@ -24,7 +24,8 @@ tree that the target verifies in one forward (ALGORITHM.md, "Tree execution"). O
      seconds include its measured unmodelled time (`overhead`). Without curves the tree
      fills N nodes and D levels;
      then (`--lookup`) prompt lookup's candidates join as a chain of deterministic children
-     from the root (`_graft`, `decoders.lookup`; as many as pay under "auto");
+     from the root (`_graft`, `decoders.lookup`; as many as pay under "auto"; up to N, past D:
+     they cost verify slots only);
   2. one target forward over the uncached committed tail and every node, with a tree attention
      mask (`CachedModel.logits_for_tree`): p after the root and after each node;
   3. walk the tree from the root (`verify.verify_tree`, rule 3, 4 or both): commit the accepted path
@@ -179,11 +180,14 @@ class TreeDecoder(SerialDecoder):
     def step(self, seq: list[int], budget: int) -> RoundStats:
         start = time.perf_counter()
         # The walk commits one token past its path; no position may pass the context window.
-        depth = max(0, min(self.budget.depth, budget - 1, self.max_length - len(seq) - 1))
+        reach = max(0, min(budget - 1, self.max_length - len(seq) - 1))
+        depth = min(self.budget.depth, reach)
         if self.policy is not None:
             depth = min(depth, self.policy.max_length())
         tree, nodes, slots = self._grow(seq, depth)
-        candidates = lookup_candidates(seq, num_tokens=depth) if self.lookup != "off" else []
+        # Lookup's chain costs no draft step, only verify slots: it may reach past D, up to N.
+        reach = min(reach, self.budget.nodes)
+        candidates = lookup_candidates(seq, num_tokens=reach) if self.lookup != "off" else []
         self._graft(candidates, tree, nodes)
         modelled = self._so_far(tree, nodes)[1]
         p = process_logits(self.target.logits_for_tree(seq, tree), self.sampling)  # [1 + N, V]
@@ -233,6 +237,9 @@ class TreeDecoder(SerialDecoder):
             drafted = [c for c in children if nodes.drafted[c]]
             if drafted:
                 tests.append((sum(nodes.q[c] for c in drafted), nxt in drafted))
+            if depth == len(self.depth_tested):  # a lookup chain past D
+                self.depth_tested.append(0)
+                self.depth_accepted.append(0)
             self.depth_tested[depth] += 1
             self.depth_accepted[depth] += nxt is not None
             if nxt is None:
