@@ -125,3 +125,10 @@ def test_half_precision_target_gets_float32_logits(tmp_path):
     assert pair.target.dtype == torch.bfloat16
     logits = pair.target(torch.tensor([[1, 2, 3]])).logits
     assert logits.dtype == torch.float32 and logits.shape[-1] == pair.vocab_size
+
+
+@pytest.mark.parametrize("command", [["generate", "hi"], ["chat"], ["serve"]])
+def test_draft_policy_with_ar_is_refused_before_any_model_loads(command, capsys, tmp_path):
+    argv = [*command, "--method", "ar", "--draft-policy", "tapout", "--target", str(tmp_path / "none")]
+    assert main(argv) == 2
+    assert "--draft-policy applies to the speculative methods" in capsys.readouterr().err

@@ -87,8 +87,6 @@ def run(args: argparse.Namespace) -> int:
     config = GenerationConfig(args.max_new_tokens, sampling_from_args(args), args.seed)
     spec = config_from_args(SpeculativeConfig, args)
     options = method_options(args)
-    if args.draft_policy and args.method == "ar":
-        raise SpecBranchError("--draft-policy applies to the speculative methods, not ar")
     pair = load_from_args(args, draft_needed=args.method != "ar")
     if not getattr(pair.tokenizer, "chat_template", None):
         raise SpecBranchError("this tokenizer has no chat template, which chat needs; use generate instead")

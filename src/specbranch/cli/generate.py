@@ -111,8 +111,6 @@ def run(args: argparse.Namespace) -> int:
     config = GenerationConfig(args.max_new_tokens, sampling, args.seed, tuple(args.stop or ()))
     spec = config_from_args(SpeculativeConfig, args)
     options = method_options(args)
-    if args.draft_policy and args.method == "ar":
-        raise SpecBranchError("--draft-policy applies to the speculative methods, not ar")
     pair = load_from_args(args, draft_needed=args.method != "ar")
     with Engine(pair, args.method, spec, **options) as engine:
         result = _stream(engine, prompt, config, args)

@@ -150,7 +150,10 @@ def add_method_options(parser: argparse.ArgumentParser) -> None:
 
 
 def method_options(args: argparse.Namespace) -> dict:
-    """Engine options for the chosen method from the parallel-method flags that were given."""
+    """Engine options for the chosen method from the parallel-method flags that were given (a
+    clear error for a flag the method does not take, and for --draft-policy with ar)."""
+    if getattr(args, "draft_policy", None) and args.method == "ar":
+        raise SpecBranchError("--draft-policy applies to the speculative methods, not ar")
     info = method_info(args.method)
     given = given_fields(ParallelConfig, args)
     refused = [f for f in given if f.name not in info.options]
