@@ -57,7 +57,7 @@ def test_prompt_file_is_verbatim_less_one_crlf(target, tmp_path, capsys):
 def test_empty_standard_input_is_an_error(target, monkeypatch, capsys):
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"\n")))
     assert main(generate_args(target, "-")) == 2
-    assert capsys.readouterr().err == "error: the prompt (standard input) is empty\n"
+    assert capsys.readouterr().err == "error: the prompt is empty (standard input)\n"
 
 
 @pytest.mark.parametrize(
@@ -68,10 +68,10 @@ def test_empty_standard_input_is_an_error(target, monkeypatch, capsys):
         (b"x", ["-", "--prompt-file", "FILE"], "(both PROMPT and --prompt-file were given)"),
         (None, ["--prompt-file", "FILE"], "cannot read --prompt-file FILE: No such file or directory"),
         (None, ["--prompt-file", "DIR"], "cannot read --prompt-file DIR: Is a directory"),
-        (b"", ["--prompt-file", "FILE"], "the prompt (--prompt-file FILE) is empty"),
-        (b"\r\n", ["--prompt-file", "FILE"], "the prompt (--prompt-file FILE) is empty"),
+        (b"", ["--prompt-file", "FILE"], "the prompt is empty (--prompt-file FILE)"),
+        (b"\r\n", ["--prompt-file", "FILE"], "the prompt is empty (--prompt-file FILE)"),
         (b"caf\xe9 noir", ["--prompt-file", "FILE"], "--prompt-file FILE is not UTF-8 text (invalid"),
-        (None, [""], "the prompt (PROMPT) is empty"),
+        (None, [""], "the prompt is empty (PROMPT)"),
     ],
 )
 def test_prompt_errors_are_one_clear_line(target, tmp_path, capsys, content, prompt_args, message):

@@ -90,7 +90,7 @@ def read_prompt(args: argparse.Namespace) -> str:
         where, data = "PROMPT", None
     text = args.prompt if data is None else _decode(data, where)
     if not text:
-        raise SpecBranchError(f"the prompt ({where}) is empty")
+        raise SpecBranchError(f"the prompt is empty ({where})")
     return text
 
 
