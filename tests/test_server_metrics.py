@@ -120,7 +120,7 @@ def test_histograms_observe_each_successful_request(traffic):
 def test_gauges_read_the_idle_scheduler(traffic):
     s = traffic.samples
     assert value(s, "num_requests_waiting") == value(s, "num_requests_running") == 0
-    assert value(s, "worker_restarts_total") == 0
+    assert value(s, "worker_restarts") == 0
 
 
 def test_json_stays_at_v1_metrics_and_format_json(traffic):
