@@ -32,6 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = [  # fast rule-level tests first: most mutants die there within seconds
     "tests/test_verify_rules.py",
+    "tests/test_sampling.py",
     "tests/test_decide_round.py",
     "tests/test_tree_verify.py",
     "tests/test_transport_codec.py",
