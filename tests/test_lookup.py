@@ -115,12 +115,10 @@ def test_lookup_branches_carry_tokens_an_unaligned_draft_misses(monkeypatch):
 LOOKUP_PROMPT = [1, 2, 1, 2, 1]  # repeats: lookup proposes from the first round on
 
 
-@pytest.mark.parametrize("sampling", ["t1", "topk2"])
-@pytest.mark.parametrize("draft_sampling", ["sample", "greedy"])
-def test_lookup_branches_keep_the_exact_distribution(sampling, draft_sampling, monkeypatch):
-    """Sampled drafting puts lookup's deterministic nodes beside sampled children: the mixed rule."""
+def assert_exact_on_the_lookup_prompt(engine: Engine, sampling: str, monkeypatch) -> None:
+    """The engine's exact distribution of 3 tokens after LOOKUP_PROMPT (every random outcome
+    enumerated) equals the target's."""
     params = SAMPLINGS[sampling]
-    engine = serial(SMALL_PAIR, monkeypatch, draft_sampling)
     oracle = Enumerator()
     install(monkeypatch, oracle)
     config = GenerationConfig(max_new_tokens=3, sampling=params, ignore_eos=True)
@@ -129,7 +127,14 @@ def test_lookup_branches_keep_the_exact_distribution(sampling, draft_sampling, m
     process = lambda logits: process_logits(logits, params)  # noqa: E731
     expected = exact_sequence_distribution(TARGET, LOOKUP_PROMPT, 3, process)
     assert max_difference(got, expected) < TOLERANCE
-    assert oracle.reused == 0
+    assert oracle.reused == 0 and oracle.runs > 1
+
+
+@pytest.mark.parametrize("sampling", ["t1", "topk2"])
+@pytest.mark.parametrize("draft_sampling", ["sample", "greedy"])
+def test_lookup_branches_keep_the_exact_distribution(sampling, draft_sampling, monkeypatch):
+    """Sampled drafting puts lookup's deterministic nodes beside sampled children: the mixed rule."""
+    assert_exact_on_the_lookup_prompt(serial(SMALL_PAIR, monkeypatch, draft_sampling), sampling, monkeypatch)
 
 
 @pytest.mark.parametrize(("accepted", "grafted"), [(0, False), (50, True)])
@@ -186,17 +191,7 @@ def test_sd_with_lookup_keeps_greedy_output_equal_to_ar(draft_name, draft_sampli
 @pytest.mark.parametrize("draft_sampling", ["sample", "greedy"])
 def test_sd_with_lookup_keeps_the_exact_distribution(sampling, draft_sampling, monkeypatch):
     """Lookup tokens then sampled drafts in one block: rule 1 with the lookup tokens' point mass."""
-    params = SAMPLINGS[sampling]
-    engine = sd(SMALL_PAIR, "on", draft_sampling, gamma=3)
-    oracle = Enumerator()
-    install(monkeypatch, oracle)
-    config = GenerationConfig(max_new_tokens=3, sampling=params, ignore_eos=True)
-    got = oracle.distribution(lambda: tuple(engine.generate(LOOKUP_PROMPT, config).token_ids))
-    monkeypatch.undo()
-    process = lambda logits: process_logits(logits, params)  # noqa: E731
-    expected = exact_sequence_distribution(TARGET, LOOKUP_PROMPT, 3, process)
-    assert max_difference(got, expected) < TOLERANCE
-    assert oracle.reused == 0 and oracle.runs > 1
+    assert_exact_on_the_lookup_prompt(sd(SMALL_PAIR, "on", draft_sampling, gamma=3), sampling, monkeypatch)
 
 
 def test_sd_lookup_carries_tokens_an_unaligned_draft_misses():
