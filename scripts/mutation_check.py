@@ -220,7 +220,7 @@ MUTANTS = [
         "tree-mixed-rule-keeps-fixed-tokens",
         "beside deterministic children, rule 4 runs on p with the deterministic tokens left in",
         "verify.py",
-        (("            nxt, y = _sampled_children(_without(row, [tree.tokens[c] for c in fixed]), "
+        (("            nxt, y = _sampled_children(without(row, [tree.tokens[c] for c in fixed]), "
           "tree, drawn, generator)",
           "            nxt, y = _sampled_children(row, tree, drawn, generator)"),),
     ),

@@ -29,12 +29,10 @@ from test_tree_decoder import WIDE
 from specbranch.config import GenerationConfig, SpeculativeConfig
 from specbranch.costs import CostCurve, Placement
 from specbranch.decoders.lookup import AcceptanceRate, lookup_candidates, matches
-from specbranch.decoders.tree import _Nodes
 from specbranch.engine import Engine
 from specbranch.errors import SpecBranchError
 from specbranch.runtime import assembly
 from specbranch.sampling import process_logits
-from specbranch.tree import TokenTree
 
 
 def test_the_longest_suffix_with_an_earlier_occurrence_wins():
@@ -80,7 +78,7 @@ def test_lookup_takes_no_draft_options():
         Engine(make_pair(TARGET, None), "lookup", k_max=2)
 
 
-# Lookup branches inside SpecBranch's serial trees (`TreeDecoder._graft`).
+# Lookup branches inside SpecBranch's serial trees (`TreeDecoder._chain`, `_propose`).
 
 GREEDY_TARGET = tiny_model(seed=1)
 DRAFTS = {"partly-aligned": perturbed(GREEDY_TARGET, 0.01, seed=2), "unaligned": tiny_model(seed=7)}
@@ -144,9 +142,8 @@ def test_the_gate_spends_lookup_nodes_only_where_they_are_accepted(accepted, gra
     decoder = engine.decoder
     decoder.start(LOOKUP_PROMPT, SAMPLINGS["t1"], 0)
     decoder.lookup_gate = AcceptanceRate(tests=50.0, hits=float(accepted))
-    tree, nodes = TokenTree([], [], []), _Nodes()
-    decoder._graft(lookup_candidates(LOOKUP_PROMPT, num_tokens=3), tree, nodes)
-    assert (len(tree) > 0) == grafted
+    decoder.chain_rates = {agreed: AcceptanceRate(tests=50.0, hits=float(accepted)) for agreed in (True, False)}
+    assert (len(decoder._chain(lookup_candidates(LOOKUP_PROMPT, num_tokens=3))) > 0) == grafted
 
 
 @pytest.mark.parametrize(

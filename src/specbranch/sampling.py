@@ -85,6 +85,17 @@ def sample_without_replacement(
     return tokens, rows
 
 
+def without(probs: torch.Tensor, tokens: list[int]) -> torch.Tensor:
+    """probs ([V]) with `tokens` removed and the rest renormalised (probs itself when tokens is
+    empty); all zeros when nothing is left."""
+    if not tokens:
+        return probs
+    rest = probs.clone()
+    rest[tokens] = 0.0
+    total = rest.sum()
+    return rest / total if total > 0 else rest
+
+
 def uniform(generator: torch.Generator | RandomSource) -> float:
     """One fresh uniform in [0, 1) for one accept/reject test (never reuse it for another)."""
     if not isinstance(generator, torch.Generator):

@@ -18,7 +18,7 @@ from typing import Protocol
 
 import torch
 
-from specbranch.sampling import sample, uniform
+from specbranch.sampling import sample, uniform, without
 from specbranch.tree import TokenTree
 
 
@@ -249,20 +249,11 @@ def verify_tree(p: torch.Tensor, tree: TokenTree, generator: torch.Generator) ->
             y = sample(row, generator)
             nxt = next((c for c in fixed if tree.tokens[c] == y), None)
         if nxt is None and drawn:
-            nxt, y = _sampled_children(_without(row, [tree.tokens[c] for c in fixed]), tree, drawn, generator)
+            nxt, y = _sampled_children(without(row, [tree.tokens[c] for c in fixed]), tree, drawn, generator)
         if nxt is None:
             return TreeVerdict(path, [tree.tokens[n] for n in path] + [y])
         node = nxt
         path.append(node)
-
-
-def _without(row: torch.Tensor, tokens: list[int]) -> torch.Tensor:
-    """row with `tokens` removed and renormalised: [V] (row itself when tokens is empty)."""
-    if not tokens:
-        return row
-    rest = row.clone()
-    rest[tokens] = 0.0
-    return rest / rest.sum()
 
 
 def _sampled_children(

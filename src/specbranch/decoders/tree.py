@@ -53,7 +53,7 @@ from specbranch.decoders.lookup import AcceptanceRate, lookup_candidates, matche
 from specbranch.metrics import BRANCH, DRAFT, LOOKUP, TARGET, GenerationMetrics, RoundStats
 from specbranch.policies import DraftPolicy, RoundFeedback
 from specbranch.runner import CachedModel
-from specbranch.sampling import process_logits, sample_without_replacement
+from specbranch.sampling import process_logits, sample_without_replacement, without
 from specbranch.tree import TokenTree
 from specbranch.verify import verify_tree
 
@@ -172,6 +172,8 @@ class TreeDecoder(SerialDecoder):
         self.sampled = self.draft_sampling == "sample" and not sampling.greedy
         self.calibration = Calibration()
         self.lookup_gate = AcceptanceRate()  # how often lookup's candidates are accepted (`matches`)
+        # ... and how often those the draft has seen are, by whether it agreed (its top token)
+        self.chain_rates = {True: AcceptanceRate(), False: AcceptanceRate()}
         self.overhead = 0.0  # seconds a round takes beyond its modelled forwards (a running mean)
         self.rounds = self.tree_nodes = self.tree_depth = 0
         self.depth_tested = [0] * (self.budget.depth + 1)
@@ -184,11 +186,11 @@ class TreeDecoder(SerialDecoder):
         depth = min(self.budget.depth, reach)
         if self.policy is not None:
             depth = min(depth, self.policy.max_length())
-        tree, nodes, slots = self._grow(seq, depth)
         # Lookup's chain costs no draft step, only verify slots: it may reach past D, up to N.
-        reach = min(reach, self.budget.nodes)
-        candidates = lookup_candidates(seq, num_tokens=reach) if self.lookup != "off" else []
-        self._graft(candidates, tree, nodes)
+        room = min(reach, self.budget.nodes)
+        candidates = lookup_candidates(seq, num_tokens=room) if self.lookup != "off" else []
+        chain = self._chain(candidates)
+        tree, nodes, slots, agrees = self._grow(seq, chain, depth, reach)
         modelled = self._so_far(tree, nodes)[1]
         p = process_logits(self.target.logits_for_tree(seq, tree), self.sampling)  # [1 + N, V]
         verdict = verify_tree(p, tree, self.verify_gen)
@@ -198,6 +200,7 @@ class TreeDecoder(SerialDecoder):
         self.draft.keep_branch(fed, path_tokens[: len(fed)])
         verified = len(verdict.path) + (self._learn(tree, nodes, verdict.path) > len(verdict.path))
         self.lookup_gate.learn(*matches(candidates, verdict.committed))
+        self._learn_chain(chain, agrees, verdict.committed)
         elapsed = time.perf_counter() - start
         # Learnt from wall time only at greedy decoding, whose output no tree shape changes: a
         # sampled request's trees must depend on its seed and the cached curves alone, so the
@@ -251,23 +254,22 @@ class TreeDecoder(SerialDecoder):
         self.tree_depth += max((len(tree.path(j)) for j in range(len(tree))), default=0)
         return walked
 
-    def _graft(self, candidates: list[int], tree: TokenTree, nodes: _Nodes) -> None:
-        """Join prompt lookup's candidates (`decoders.lookup`) to the tree: a chain of
-        deterministic children from the root, sharing the nodes where the tree already holds
-        the same deterministic token. With "auto" and cost curves, as many as pay for their
-        verify slots, the i-th guessed accepted with probability a^i, a = lookup's acceptance
-        rate in this request (`lookup_gate`); "on": all of them."""
-        target = self.budget.target
+    def _chain(self, candidates: list[int]) -> list[int]:
+        """The part of prompt lookup's candidates (`decoders.lookup`) the draft is shown, the
+        chain the round's tree opens with (deterministic children from the root): up to the
+        first EOS; with "auto" and cost curves, as many as would pay for their verify slots if
+        the draft agreed with them all (`_score_chain` then cuts where it does not): the i-th
+        guessed accepted with probability a^i, a = the larger of lookup's acceptance rate in
+        this request (`lookup_gate`) and its rate where the draft agreed; "on": all of them."""
+        eos = next((i for i, token in enumerate(candidates) if token in self.eos_ids), None)
+        candidates = candidates if eos is None else candidates[: eos + 1]
+        target, draft = self.budget.target, self.budget.draft
         if candidates and self.lookup == "auto" and target is not None:
-            rate = self.lookup_gate.rate
+            rate = max(self.lookup_gate.rate, self.chain_rates[True].rate)
             values = [rate ** (i + 1) for i in range(len(candidates))]
-            candidates = candidates[: best_prefix(values, *self._so_far(tree, nodes), len(tree), target)]
-        node = -1
-        for token in candidates:
-            fixed = [c for c in tree.children(node) if tree.q is None or tree.q[c] is None]
-            same = [c for c in fixed if tree.tokens[c] == token]
-            node = same[0] if same else _append(tree, nodes, _Candidate(0.0, 0.0, 0.0, node, 0, token, None))
-            nodes.lookup[node] = True
+            seconds = self.overhead + (draft.seconds(1) if draft else 0.0) + target.seconds(1)
+            candidates = candidates[: best_prefix(values, 1.0, seconds, 0, target)]
+        return candidates
 
     def _so_far(self, tree: TokenTree, nodes: _Nodes) -> tuple[float, float]:
         """The tree's expected committed tokens (the bonus or correction plus its nodes' values)
@@ -275,17 +277,31 @@ class TreeDecoder(SerialDecoder):
         target = self.budget.target
         return 1.0 + sum(nodes.value), nodes.spent + (target.seconds(1 + len(tree)) if target else 0.0)
 
-    def _grow(self, seq: list[int], depth: int) -> tuple[TokenTree, _Nodes, dict[int, int]]:
-        """The draft's tree after seq, its nodes' numbers, and the draft cache slot of every node
-        it fed."""
+    def _grow(
+        self, seq: list[int], chain: list[int], depth: int, reach: int
+    ) -> tuple[TokenTree, _Nodes, dict[int, int], list[bool]]:
+        """The round's tree after seq: lookup's chain (nodes 0..L-1, each the child of the one
+        before; `_score_chain` may cut it), then the draft's children level by level, at most
+        `depth` levels and no node deeper than `reach`; its nodes' numbers, the draft cache
+        slot of every node it fed, and whether the draft agreed with each chain token."""
         tree, nodes = TokenTree([], [], [] if self.sampled else None), _Nodes()
-        slots: dict[int, int] = {}
-        frontier, logits = [-1], self.draft.logits_for(seq, 1)  # logits: [len(frontier), V]
+        for i, token in enumerate(chain):
+            _append(tree, nodes, _Candidate(0.0, 0.0, 0.0, i - 1, 0, token, None))
+            nodes.lookup[i] = True
+        # The draft sees the chain in the forward it needs anyway (the uncached committed tail):
+        # one forward gives its distribution after the root and after every chain node, so it
+        # drafts alternatives along the chain and on past its end, with no draft step per token.
+        draft = self.draft
+        logits = draft.logits_for_tree(seq, tree) if chain else draft.logits_for(seq, 1)  # [1 + L, V]
         # What a round costs beyond its forwards (sampling, verification, the committed context
         # the probe's short one lacks) counts as spent: it makes every drafted token cheaper.
-        nodes.spent = self.overhead + (self.budget.draft.seconds(1) if self.budget.draft else 0.0)
+        costs = self.budget.draft
+        nodes.spent = self.overhead + (costs.seconds(1 + len(chain)) if costs else 0.0)
+        agrees = self._score_chain(tree, nodes, logits)
+        logits = logits[: 1 + len(tree)]
+        frontier, slots = [-1, *range(len(tree))], {j: len(seq) + j for j in range(len(tree))}
         for level in range(depth):
-            candidates = self._propose(tree, nodes, frontier, logits)
+            candidates = self._propose(tree, nodes, frontier, logits, reach)
             frontier = self._add(tree, nodes, self._select(candidates, tree, nodes))
             if not frontier or level + 1 == depth:
                 break
@@ -298,34 +314,94 @@ class TreeDecoder(SerialDecoder):
                 [len(tree.path(j)) - 1 for j in frontier],
             )  # [len(frontier), V]
             slots.update({j: base + i for i, j in enumerate(frontier)})
-            nodes.spent += self.budget.draft.seconds(len(frontier)) if self.budget.draft else 0.0
-        return tree, nodes, slots
+            nodes.spent += costs.seconds(len(frontier)) if costs else 0.0
+        return tree, nodes, slots, agrees
+
+    def _score_chain(self, tree: TokenTree, nodes: _Nodes, logits: torch.Tensor) -> list[bool]:
+        """Value lookup's chain (the tree so far) now that the draft has seen it, and cut it to
+        the part worth verifying; whether the draft agreed with each chain token.
+
+        logits: [1 + L, V], the draft's after the root and after each chain node. Chain token j
+        is accepted, given its parent was, as often as chain tokens have been in this request
+        when the draft's top token there was (or was not) the same (`chain_rates`): the draft
+        tells where a copied span stops being copied; and at least as often as a drafted node
+        with the draft's probability of that token (`Calibration.accept`). With "auto" and cost
+        curves the chain is cut to the prefix that pays for its verify slots (`costs.best_prefix`)."""
+        agrees, value = [], 1.0
+        for j, token in enumerate(tree.tokens):
+            agrees.append(int(logits[j].argmax()) == token)
+            nodes.q[j] = float(logits[j].float().softmax(-1)[token])
+            value *= max(self.chain_rates[agrees[-1]].rate, self.calibration.accept(nodes.q[j]))
+            nodes.value[j] = value
+        target = self.budget.target
+        if tree.tokens and self.lookup == "auto" and target is not None:
+            keep = best_prefix(nodes.value, 1.0, nodes.spent + target.seconds(1), 0, target)
+            for column in (tree.tokens, tree.parents, nodes.value, nodes.q, nodes.lookup, nodes.drafted):
+                del column[keep:]
+            if tree.q is not None:
+                del tree.q[keep:]
+        return agrees
+
+    def _learn_chain(self, chain: list[int], agrees: list[bool], committed: list[int]) -> None:
+        """Count the chain tokens the draft saw against the committed tokens (as `matches`:
+        the common prefix and the first mismatch), by whether the draft agreed with them."""
+        tests, hits = {True: 0, False: 0}, {True: 0, False: 0}
+        for token, agreed, actual in zip(chain, agrees, committed, strict=False):
+            tests[agreed] += 1
+            hits[agreed] += token == actual
+            if token != actual:
+                break
+        for agreed, rate in self.chain_rates.items():
+            if tests[agreed]:
+                rate.learn(tests[agreed], hits[agreed])
 
     def _propose(
-        self, tree: TokenTree, nodes: _Nodes, frontier: list[int], logits: torch.Tensor
+        self, tree: TokenTree, nodes: _Nodes, frontier: list[int], logits: torch.Tensor, reach: int
     ) -> list[_Candidate]:
-        """Children for every frontier node from the draft's logits there: [len(frontier), V]."""
+        """Children for every frontier node from the draft's logits there ([len(frontier), V]),
+        none below depth `reach`. A frontier node on lookup's chain already has its chain child:
+        it counts as drafted when it is among the draft's top k, and the other children exclude
+        its token."""
         raw = logits.float().softmax(-1)  # [m, V] the draft's own distribution: confidence, values
         q = process_logits(logits, self.sampling)  # [m, V]
-        accept = self.calibration.accept
         kept = self.policy.keep(raw) if self.policy is not None else [True] * len(frontier)
         candidates = []
         for i, node in enumerate(frontier):
-            if node >= 0 and (tree.tokens[node] in self.eos_ids or not kept[i]):
-                continue
-            k = max(1, math.floor(self.budget.k_max * (1.0 - float(raw[i].max()))))
-            if self.sampled:
-                tokens, rows = sample_without_replacement(q[i], k, self.draft_gen)
-            else:
-                tokens, rows = torch.topk(logits[i], k).indices.tolist(), [None] * k
             base = nodes.value[node] if node >= 0 else 1.0
-            ranked = torch.topk(raw[i], k).values.tolist()  # the k largest, for the ranks
-            candidates += [
-                _Candidate(base * accept(ranked[order]), base * accept(own), own, node, order, t, row)
-                for order, (t, row) in enumerate(zip(tokens, rows, strict=True))
-                for own in (float(raw[i][t]),)
-            ]
+            k = max(1, math.floor(self.budget.k_max * (1.0 - float(raw[i].max()))))
+            top = torch.topk(raw[i], k).indices.tolist()
+            chain = [c for c in tree.children(node) if nodes.lookup[c]]  # lookup's next token
+            for c in chain:
+                nodes.drafted[c] = tree.tokens[c] in top
+                k -= nodes.drafted[c]
+            deep = node >= 0 and len(tree.path(node)) >= reach
+            if k < 1 or deep or (node >= 0 and (tree.tokens[node] in self.eos_ids or not kept[i])):
+                continue
+            taken = [tree.tokens[c] for c in chain]
+            candidates += self._children(node, base, k, taken, raw[i], q[i], logits[i])
         return candidates
+
+    def _children(
+        self, node: int, base: float, k: int, taken: list[int], raw: torch.Tensor, q: torch.Tensor,
+        logits: torch.Tensor,
+    ) -> list[_Candidate]:
+        """Up to k new children of `node` (value `base`), none of the tokens `taken` by its
+        existing children: the draft's top-k, or k draws without replacement from its processed
+        q ([V]) with `taken` removed; ranks from the k largest of raw ([V]) outside `taken`."""
+        rest = raw.index_fill(0, torch.tensor(taken, device=raw.device), 0.0) if taken else raw  # [V]
+        if self.sampled:
+            tokens, rows = sample_without_replacement(without(q, taken), k, self.draft_gen)
+        else:
+            tokens = torch.topk(logits.masked_fill(rest == 0, float("-inf")), k).indices.tolist()
+            tokens = [t for t in tokens if rest[t] > 0]
+            rows = [None] * len(tokens)
+        ranked = torch.topk(rest, len(tokens)).values.tolist()  # the k largest, for the ranks
+        accept = self.calibration.accept
+        return [
+            _Candidate(base * accept(ranked[order]), base * accept(own), own, node, order, t, row)
+            for order, (t, row) in enumerate(zip(tokens, rows, strict=True))
+            for own in (float(raw[t]),)
+        ]
 
     def _select(
         self, candidates: list[_Candidate], tree: TokenTree, nodes: _Nodes
