@@ -142,7 +142,7 @@ def test_the_gate_spends_lookup_nodes_only_where_they_are_accepted(accepted, gra
     decoder = engine.decoder
     decoder.start(LOOKUP_PROMPT, SAMPLINGS["t1"], 0)
     decoder.lookup_gate = AcceptanceRate(tests=50.0, hits=float(accepted))
-    decoder.chain_rates = {agreed: AcceptanceRate(tests=50.0, hits=float(accepted)) for agreed in (True, False)}
+    decoder.chain_rates = {agreed: AcceptanceRate(50.0, float(accepted)) for agreed in (True, False)}
     assert (len(decoder._chain(lookup_candidates(LOOKUP_PROMPT, num_tokens=3))) > 0) == grafted
 
 

@@ -293,15 +293,16 @@ class TreeDecoder(SerialDecoder):
         # drafts alternatives along the chain and on past its end, with no draft step per token.
         draft = self.draft
         logits = draft.logits_for_tree(seq, tree) if chain else draft.logits_for(seq, 1)  # [1 + L, V]
+        raw = logits.float().softmax(-1)  # [1 + L, V] the draft's own distribution
         # What a round costs beyond its forwards (sampling, verification, the committed context
         # the probe's short one lacks) counts as spent: it makes every drafted token cheaper.
         costs = self.budget.draft
         nodes.spent = self.overhead + (costs.seconds(1 + len(chain)) if costs else 0.0)
-        agrees = self._score_chain(tree, nodes, logits)
-        logits = logits[: 1 + len(tree)]
+        agrees = self._score_chain(tree, nodes, raw)
+        logits, raw = logits[: 1 + len(tree)], raw[: 1 + len(tree)]
         frontier, slots = [-1, *range(len(tree))], {j: len(seq) + j for j in range(len(tree))}
         for level in range(depth):
-            candidates = self._propose(tree, nodes, frontier, logits, reach)
+            candidates = self._propose(tree, nodes, frontier, logits, raw, reach)
             frontier = self._add(tree, nodes, self._select(candidates, tree, nodes))
             if not frontier or level + 1 == depth:
                 break
@@ -313,28 +314,32 @@ class TreeDecoder(SerialDecoder):
                 [[slots[a] for a in tree.path(j)[:-1]] for j in frontier],
                 [len(tree.path(j)) - 1 for j in frontier],
             )  # [len(frontier), V]
+            raw = logits.float().softmax(-1)
             slots.update({j: base + i for i, j in enumerate(frontier)})
             nodes.spent += costs.seconds(len(frontier)) if costs else 0.0
         return tree, nodes, slots, agrees
 
-    def _score_chain(self, tree: TokenTree, nodes: _Nodes, logits: torch.Tensor) -> list[bool]:
+    def _score_chain(self, tree: TokenTree, nodes: _Nodes, raw: torch.Tensor) -> list[bool]:
         """Value lookup's chain (the tree so far) now that the draft has seen it, and cut it to
         the part worth verifying; whether the draft agreed with each chain token.
 
-        logits: [1 + L, V], the draft's after the root and after each chain node. Chain token j
+        raw: [1 + L, V], the draft's distributions after the root and each chain node. Chain token j
         is accepted, given its parent was, as often as chain tokens have been in this request
         when the draft's top token there was (or was not) the same (`chain_rates`): the draft
         tells where a copied span stops being copied; and at least as often as a drafted node
         with the draft's probability of that token (`Calibration.accept`). With "auto" and cost
         curves the chain is cut to the prefix that pays for its verify slots (`costs.best_prefix`)."""
-        agrees, value = [], 1.0
-        for j, token in enumerate(tree.tokens):
-            agrees.append(int(logits[j].argmax()) == token)
-            nodes.q[j] = float(logits[j].float().softmax(-1)[token])
-            value *= max(self.chain_rates[agrees[-1]].rate, self.calibration.accept(nodes.q[j]))
+        if not tree.tokens:
+            return []
+        tokens = torch.tensor(tree.tokens, device=raw.device)  # [L]
+        agrees = (raw[:-1].argmax(-1) == tokens).tolist()
+        nodes.q = raw[torch.arange(len(tokens)), tokens].tolist()
+        value = 1.0
+        for j, agreed in enumerate(agrees):
+            value *= max(self.chain_rates[agreed].rate, self.calibration.accept(nodes.q[j]))
             nodes.value[j] = value
         target = self.budget.target
-        if tree.tokens and self.lookup == "auto" and target is not None:
+        if self.lookup == "auto" and target is not None:
             keep = best_prefix(nodes.value, 1.0, nodes.spent + target.seconds(1), 0, target)
             for column in (tree.tokens, tree.parents, nodes.value, nodes.q, nodes.lookup, nodes.drafted):
                 del column[keep:]
@@ -356,27 +361,28 @@ class TreeDecoder(SerialDecoder):
                 rate.learn(tests[agreed], hits[agreed])
 
     def _propose(
-        self, tree: TokenTree, nodes: _Nodes, frontier: list[int], logits: torch.Tensor, reach: int
+        self, tree: TokenTree, nodes: _Nodes, frontier: list[int], logits: torch.Tensor,
+        raw: torch.Tensor, reach: int,
     ) -> list[_Candidate]:
-        """Children for every frontier node from the draft's logits there ([len(frontier), V]),
-        none below depth `reach`. A frontier node on lookup's chain already has its chain child:
-        it counts as drafted when it is among the draft's top k, and the other children exclude
-        its token."""
-        raw = logits.float().softmax(-1)  # [m, V] the draft's own distribution: confidence, values
-        q = process_logits(logits, self.sampling)  # [m, V]
+        """Children for every frontier node from the draft's logits there and their softmax
+        `raw` (both [len(frontier), V]), none below depth `reach`. A frontier node on lookup's
+        chain already has its chain child: it counts as drafted when it is among the draft's
+        top k, and the other children exclude its token."""
+        q = process_logits(logits, self.sampling) if self.sampled else raw  # [m, V]
         kept = self.policy.keep(raw) if self.policy is not None else [True] * len(frontier)
+        ks = [max(1, math.floor(self.budget.k_max * (1.0 - m))) for m in raw.max(-1).values.tolist()]
+        tops = torch.topk(raw, max(ks), dim=-1).indices.tolist()  # [m, max k]
+        chained = {tree.parents[c]: c for c in range(len(tree)) if nodes.lookup[c]}  # lookup's next token
         candidates = []
-        for i, node in enumerate(frontier):
-            base = nodes.value[node] if node >= 0 else 1.0
-            k = max(1, math.floor(self.budget.k_max * (1.0 - float(raw[i].max()))))
-            top = torch.topk(raw[i], k).indices.tolist()
-            chain = [c for c in tree.children(node) if nodes.lookup[c]]  # lookup's next token
+        for i, (node, k) in enumerate(zip(frontier, ks, strict=True)):
+            chain = [chained[node]] if node in chained else []
             for c in chain:
-                nodes.drafted[c] = tree.tokens[c] in top
+                nodes.drafted[c] = tree.tokens[c] in tops[i][:k]
                 k -= nodes.drafted[c]
             deep = node >= 0 and len(tree.path(node)) >= reach
             if k < 1 or deep or (node >= 0 and (tree.tokens[node] in self.eos_ids or not kept[i])):
                 continue
+            base = nodes.value[node] if node >= 0 else 1.0
             taken = [tree.tokens[c] for c in chain]
             candidates += self._children(node, base, k, taken, raw[i], q[i], logits[i])
         return candidates
