@@ -9,7 +9,10 @@
 And lookup branches in SpecBranch's serial trees (`--lookup`): greedy output equal to AR's with
 partly aligned and unaligned drafts, sampled output exactly the target's (lookup's
 deterministic nodes beside sampled children), more tokens per round where the draft is poor,
-and the gate spending no lookup node on a request whose lookup nodes are never accepted.
+and the gate spending no lookup node on a request whose lookup nodes are never accepted. The
+chain opens the tree: the draft sees all of it in one forward and drafts past its end, the
+chain is cut where the draft disagrees once such tokens have proved rarely accepted, chain
+acceptance is learnt by agreement, and sampled children beside a chain token never repeat it.
 
 And `sd --lookup`: lookup candidates opening SD's draft block keep greedy output equal to AR's
 and the exact distribution (rule 1 with a point mass beside sampled drafts); "auto" uses them
@@ -26,7 +29,7 @@ from test_exact_distribution import PAIR as SMALL_PAIR
 from test_exact_distribution import SAMPLINGS, TARGET, TOLERANCE, exact, target_distribution
 from test_tree_decoder import WIDE
 
-from specbranch.config import GenerationConfig, SpeculativeConfig
+from specbranch.config import GenerationConfig, SamplingParams, SpeculativeConfig
 from specbranch.costs import CostCurve, Placement
 from specbranch.decoders.lookup import AcceptanceRate, lookup_candidates, matches
 from specbranch.engine import Engine
@@ -137,13 +140,83 @@ def test_lookup_branches_keep_the_exact_distribution(sampling, draft_sampling, m
 
 @pytest.mark.parametrize(("accepted", "grafted"), [(0, False), (50, True)])
 def test_the_gate_spends_lookup_nodes_only_where_they_are_accepted(accepted, grafted, monkeypatch):
-    costly = Placement(*(CostCurve(((1, s), (64, 4 * s))) for s in (1.0, 0.02, 1.0, 0.02)))
-    engine = serial(SMALL_PAIR, monkeypatch, lookup="auto", costs=costly)
+    engine = serial(SMALL_PAIR, monkeypatch, lookup="auto", costs=COSTLY)
     decoder = engine.decoder
     decoder.start(LOOKUP_PROMPT, SAMPLINGS["t1"], 0)
     decoder.lookup_gate = AcceptanceRate(tests=50.0, hits=float(accepted))
     decoder.chain_rates = {agreed: AcceptanceRate(50.0, float(accepted)) for agreed in (True, False)}
     assert (len(decoder._chain(lookup_candidates(LOOKUP_PROMPT, num_tokens=3))) > 0) == grafted
+
+
+# The chain opens the tree and the draft sees it (`TreeDecoder._grow`, `_score_chain`).
+
+COSTLY = Placement(*(CostCurve(((1, s), (64, 4 * s))) for s in (1.0, 0.02, 1.0, 0.02)))  # a slot costs
+
+
+def grown(decoder, chain: list[int], depth: int, rates: dict | None = None):
+    """The first greedy round's tree after REPEATING[0] with `chain` as lookup's (tree, nodes,
+    slots, agrees), and the draft forwards it took; `rates`: the chain rates learnt so far."""
+    prompt = REPEATING[0]
+    decoder.start(prompt, SamplingParams(), 0)
+    decoder.chain_rates = rates or decoder.chain_rates
+    before = decoder.draft.forwards
+    grown = decoder._grow(list(prompt), chain, depth, reach=20)
+    return grown, decoder.draft.forwards - before
+
+
+def test_the_draft_sees_the_chain_in_one_forward_and_drafts_past_its_end(monkeypatch):
+    """Copied tokens cost the draft no step: one forward gives its view after the root and after
+    every chain token; a chain it agrees with is merged with its own likeliest tokens, and its
+    children go on below the chain's end within that one level."""
+    pair = make_pair(GREEDY_TARGET, GREEDY_TARGET)  # a draft that agrees with the target
+    chain = ar_tokens(REPEATING[0], 4)
+    (tree, nodes, _, agrees), forwards = grown(serial(pair, monkeypatch, "greedy", "on").decoder, chain, 1)
+    assert forwards == 1
+    assert tree.tokens[:4] == chain and nodes.lookup[:4] == [True] * 4 and agrees == [True] * 4
+    assert nodes.drafted[:4] == [True] * 4
+    assert any(tree.parents[j] == 3 and nodes.drafted[j] for j in range(4, len(tree)))
+
+
+def test_the_chain_is_cut_where_the_draft_disagrees_and_such_tokens_are_rarely_accepted(monkeypatch):
+    pair = make_pair(GREEDY_TARGET, GREEDY_TARGET)
+    right = ar_tokens(REPEATING[0], 2)
+    wrong = [(right[-1] + 1 + i) % 64 for i in range(4)]
+    decoder = serial(pair, monkeypatch, "greedy", "auto", costs=COSTLY).decoder
+    rates = {True: AcceptanceRate(50.0, 50.0), False: AcceptanceRate(50.0, 0.0)}
+    decoder.start(REPEATING[0], SamplingParams(), 0)
+    decoder.chain_rates = rates
+    assert decoder._chain(right + wrong) == right + wrong  # shown whole: the draft will judge it
+    (tree, nodes, _, agrees), _ = grown(decoder, right + wrong, 1, rates)
+    assert agrees[:3] == [True, True, False]
+    assert sum(nodes.lookup) == 2 and tree.tokens[:2] == right
+
+
+def test_chain_acceptance_is_learnt_by_agreement_up_to_the_first_mismatch(monkeypatch):
+    decoder = serial(SMALL_PAIR, monkeypatch, lookup="auto").decoder
+    decoder.start(LOOKUP_PROMPT, SAMPLINGS["t1"], 0)
+    decoder._learn_chain([5, 6, 7, 8], [True, True, False, True], [5, 6, 9, 8])
+    agreed, disagreed = decoder.chain_rates[True], decoder.chain_rates[False]
+    assert (agreed.tests, agreed.hits, disagreed.tests, disagreed.hits) == (2, 2, 1, 0)
+
+
+def test_sampled_children_beside_a_chain_token_are_never_that_token(monkeypatch):
+    pair = make_pair(GREEDY_TARGET, DRAFTS["partly-aligned"])
+    decoder = serial(pair, monkeypatch, "sample", "on").decoder
+    chain, checked = ar_tokens(REPEATING[0], 3), 0
+    for seed in range(5):
+        decoder.start(REPEATING[0], SAMPLINGS["t1"], seed)
+        tree, _, _, _ = decoder._grow(list(REPEATING[0]), chain, 1, reach=20)
+        beside = [(c, j) for c in range(3, len(tree)) for j in range(3) if tree.parents[j] == tree.parents[c]]
+        for child, link in beside:  # a sampled child and the chain token beside it
+            assert tree.tokens[child] != tree.tokens[link]
+            assert float(tree.q[child][tree.tokens[link]]) == 0.0  # drawn from q without it
+        checked += len(beside)
+    assert checked > 0
+
+
+def ar_tokens(prompt: list[int], n: int) -> list[int]:
+    config = GenerationConfig(max_new_tokens=n, ignore_eos=True)
+    return Engine(make_pair(GREEDY_TARGET, None), "ar").generate(prompt, config).token_ids
 
 
 @pytest.mark.parametrize(
@@ -158,8 +231,7 @@ def test_matches_counts_the_common_prefix_and_the_first_mismatch(candidates, com
 def test_the_gate_learns_lookup_acceptance_from_rounds_that_spent_nothing_on_it(monkeypatch):
     """A closed gate (no lookup node pays) still compares the candidates with the committed
     tokens, so it can reopen where the text starts repeating."""
-    costly = Placement(*(CostCurve(((1, s), (64, 4 * s))) for s in (1.0, 0.02, 1.0, 0.02)))
-    decoder = serial(SMALL_PAIR, monkeypatch, lookup="auto", costs=costly).decoder
+    decoder = serial(SMALL_PAIR, monkeypatch, lookup="auto", costs=COSTLY).decoder
     decoder.start(LOOKUP_PROMPT, SAMPLINGS["t1"], 0)
     decoder.lookup_gate = AcceptanceRate(tests=50.0, hits=0.0)
     decoder.step(list(LOOKUP_PROMPT), 8)

@@ -5,8 +5,17 @@ the device gives away almost for free is *width*: a target forward over 8-16 tok
 what one over 2-4 costs. So the branches SpecBranch would draft in parallel become a token
 tree that the target verifies in one forward (ALGORITHM.md, "Tree execution"). One round:
 
+  0. (`--lookup`) open the tree with prompt lookup's candidates (`decoders.lookup`) as a chain
+     of deterministic children from the root (`_chain`: up to N, past D, as many as would pay
+     under "auto"), and show the chain to the draft in the forward it needs anyway for the
+     uncached committed tail (`CachedModel.logits_for_tree`): one forward gives the draft's
+     distribution after the root and after every chain token, so copied tokens cost no draft
+     step. Where the draft's top token is not the chain's, copying is likely to stop: the
+     chain is valued by how often chain tokens have been accepted where the draft agreed and
+     where it did not (`chain_rates`), and cut where it stops paying (`_score_chain`);
   1. grow the tree on the draft, level by level, one batched draft forward per level
-     (`CachedModel.tree_step` over the frontier): a node gets k children,
+     (`CachedModel.tree_step` over the frontier; the first level is the forward of step 0,
+     over the root and every chain node): a node gets k children,
      k = max(1, floor(k_max * (1 - max q))) (SpecBranch's rule: branch where the draft is
      unsure), the draft's top-k (deterministic) or k draws without replacement from its processed
      q (sampled). Children are kept best first, up to `nodes` nodes and `depth` levels, by their
@@ -22,10 +31,9 @@ tree that the target verifies in one forward (ALGORITHM.md, "Tree execution"). O
      acceptance is its path probability with each factor calibrated by the acceptance the
      walks observed so far in the request (`Calibration`), and at greedy decoding a round's
      seconds include its measured unmodelled time (`overhead`). Without curves the tree
-     fills N nodes and D levels;
-     then (`--lookup`) prompt lookup's candidates join as a chain of deterministic children
-     from the root (`_graft`, `decoders.lookup`; as many as pay under "auto"; up to N, past D:
-     they cost verify slots only);
+     fills N nodes and D levels. A chain node's drafted children exclude its chain child's
+     token (sampled ones are drawn from q without it), and the chain child counts as drafted
+     where it is among the draft's top k;
   2. one target forward over the uncached committed tail and every node, with a tree attention
      mask (`CachedModel.logits_for_tree`): p after the root and after each node;
   3. walk the tree from the root (`verify.verify_tree`, rule 3, 4 or both): commit the accepted path
