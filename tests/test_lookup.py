@@ -31,11 +31,14 @@ from test_tree_decoder import WIDE
 
 from specbranch.config import GenerationConfig, SamplingParams, SpeculativeConfig
 from specbranch.costs import CostCurve, Placement
-from specbranch.decoders.lookup import AcceptanceRate, lookup_candidates, matches
+from specbranch.decoders import tree as tree_module
+from specbranch.decoders.lookup import AcceptanceRate, lookup_candidates, lookup_continuations, matches
+from specbranch.decoders.tree import _Nodes, _Trie
 from specbranch.engine import Engine
 from specbranch.errors import SpecBranchError
 from specbranch.runtime import assembly
 from specbranch.sampling import process_logits
+from specbranch.tree import TokenTree
 
 
 def test_the_longest_suffix_with_an_earlier_occurrence_wins():
@@ -48,6 +51,14 @@ def test_the_most_recent_occurrence_and_the_token_cap():
     context = [2, 3, 4, 7, 2, 3, 5, 2, 3]
     assert lookup_candidates(context, max_ngram=2, num_tokens=2) == [5, 2]
     assert lookup_candidates(context, max_ngram=2, num_tokens=10) == [5, 2, 3]
+
+
+def test_continuations_of_other_occurrences_follow_in_the_same_order():
+    context = [1, 2, 3, 4, 9, 2, 3, 5, 6, 1, 2, 3]
+    assert lookup_continuations(context, 3, 3, count=1) == [lookup_candidates(context, 3, 3)]
+    # [1, 2, 3] once, then [2, 3] at its two other occurrences, most recent first; [3] adds nothing new
+    assert lookup_continuations(context, 3, 3, count=5) == [[4, 9, 2], [5, 6, 1]]
+    assert lookup_continuations([7, 8, 7, 9, 7], 3, 2, count=3) == [[9, 7], [8, 7]]
 
 
 @pytest.mark.parametrize("context", [[], [5], [1, 2, 3], [4, 4]])
@@ -145,7 +156,8 @@ def test_the_gate_spends_lookup_nodes_only_where_they_are_accepted(accepted, gra
     decoder.start(LOOKUP_PROMPT, SAMPLINGS["t1"], 0)
     decoder.lookup_gate = AcceptanceRate(tests=50.0, hits=float(accepted))
     decoder.chain_rates = {agreed: AcceptanceRate(50.0, float(accepted)) for agreed in (True, False)}
-    assert (len(decoder._chain(lookup_candidates(LOOKUP_PROMPT, num_tokens=3))) > 0) == grafted
+    tree, nodes = TokenTree([], []), _Nodes()
+    assert (len(decoder._lookup(LOOKUP_PROMPT, tree, nodes, -1, 3).tokens) > 0) == grafted
 
 
 # The chain opens the tree and the draft sees it (`TreeDecoder._grow`, `_score_chain`).
@@ -153,15 +165,17 @@ def test_the_gate_spends_lookup_nodes_only_where_they_are_accepted(accepted, gra
 COSTLY = Placement(*(CostCurve(((1, s), (64, 4 * s))) for s in (1.0, 0.02, 1.0, 0.02)))  # a slot costs
 
 
-def grown(decoder, chain: list[int], depth: int, rates: dict | None = None):
-    """The first greedy round's tree after REPEATING[0] with `chain` as lookup's (tree, nodes,
-    slots, agrees), and the draft forwards it took; `rates`: the chain rates learnt so far."""
-    prompt = REPEATING[0]
-    decoder.start(prompt, SamplingParams(), 0)
+def grown(decoder, copies: list[list[int]], depth: int, monkeypatch, rates: dict | None = None):
+    """The first greedy round's tree after REPEATING[0] with `copies` as prompt lookup's
+    continuations (tree, nodes, slots, the trie the draft was shown under the root), and the
+    draft forwards it took; `rates`: the chain rates learnt so far."""
+    found = lambda context, num_tokens, count: [c[:num_tokens] for c in copies][:count]  # noqa: E731
+    monkeypatch.setattr(tree_module, "lookup_continuations", found)
+    decoder.start(REPEATING[0], SamplingParams(), 0)
     decoder.chain_rates = rates or decoder.chain_rates
     before = decoder.draft.forwards
-    grown = decoder._grow(list(prompt), chain, depth, reach=20)
-    return grown, decoder.draft.forwards - before
+    tree, nodes, slots, shown = decoder._grow(list(REPEATING[0]), depth, reach=20)
+    return (tree, nodes, slots, shown[0]), decoder.draft.forwards - before
 
 
 def test_the_draft_sees_the_chain_in_one_forward_and_drafts_past_its_end(monkeypatch):
@@ -170,9 +184,10 @@ def test_the_draft_sees_the_chain_in_one_forward_and_drafts_past_its_end(monkeyp
     children go on below the chain's end within that one level."""
     pair = make_pair(GREEDY_TARGET, GREEDY_TARGET)  # a draft that agrees with the target
     chain = ar_tokens(REPEATING[0], 4)
-    (tree, nodes, _, agrees), forwards = grown(serial(pair, monkeypatch, "greedy", "on").decoder, chain, 1)
+    decoder = serial(pair, monkeypatch, "greedy", "on").decoder
+    (tree, nodes, _, shown), forwards = grown(decoder, [chain], 1, monkeypatch)
     assert forwards == 1
-    assert tree.tokens[:4] == chain and nodes.lookup[:4] == [True] * 4 and agrees == [True] * 4
+    assert tree.tokens[:4] == chain and nodes.lookup[:4] == [True] * 4 and shown.agrees == [True] * 4
     assert nodes.drafted[:4] == [True] * 4
     assert any(tree.parents[j] == 3 and nodes.drafted[j] for j in range(4, len(tree)))
 
@@ -183,29 +198,63 @@ def test_the_chain_is_cut_where_the_draft_disagrees_and_such_tokens_are_rarely_a
     wrong = [(right[-1] + 1 + i) % 64 for i in range(4)]
     decoder = serial(pair, monkeypatch, "greedy", "auto", costs=COSTLY).decoder
     rates = {True: AcceptanceRate(50.0, 50.0), False: AcceptanceRate(50.0, 0.0)}
-    decoder.start(REPEATING[0], SamplingParams(), 0)
-    decoder.chain_rates = rates
-    assert decoder._chain(right + wrong) == right + wrong  # shown whole: the draft will judge it
-    (tree, nodes, _, agrees), _ = grown(decoder, right + wrong, 1, rates)
-    assert agrees[:3] == [True, True, False]
+    (tree, nodes, _, shown), _ = grown(decoder, [right + wrong], 1, monkeypatch, rates)
+    assert shown.tokens == right + wrong  # shown whole: the draft judges it
+    assert shown.agrees[:3] == [True, True, False]
     assert sum(nodes.lookup) == 2 and tree.tokens[:2] == right
+
+
+def test_of_several_copies_the_tree_keeps_the_one_the_draft_agrees_with(monkeypatch):
+    """Continuations of different occurrences share their common prefix in the trie; where
+    they part, the draft's top token tells which copy goes on."""
+    pair = make_pair(GREEDY_TARGET, GREEDY_TARGET)
+    right = ar_tokens(REPEATING[0], 3)
+    wrong = right[:1] + [(right[1] + 1) % 64, right[2]]
+    decoder = serial(pair, monkeypatch, "greedy", "auto", costs=COSTLY).decoder
+    rates = {True: AcceptanceRate(50.0, 50.0), False: AcceptanceRate(50.0, 0.0)}
+    (tree, nodes, _, shown), forwards = grown(decoder, [wrong, right], 1, monkeypatch, rates)
+    assert shown.tokens == wrong + right[1:] and shown.parents == [-1, 0, 1, 0, 3]  # one shared node
+    assert forwards == 1 and shown.agrees == [True, False, False, True, True]
+    assert [tree.tokens[j] for j in range(len(tree)) if nodes.lookup[j]] == right
+
+
+@pytest.mark.parametrize("draft_sampling", ["sample", "greedy"])
+def test_lookup_nodes_also_hang_under_drafted_nodes(draft_sampling, monkeypatch):
+    """Where the draft leaves a copied span, lookup is tried again below its likeliest new node;
+    the exact-distribution tests above run these very trees (same pair, prompt and options)."""
+    decoder = serial(SMALL_PAIR, monkeypatch, draft_sampling).decoder
+    decoder.start(LOOKUP_PROMPT, SAMPLINGS["t1"], 0)
+    tree, nodes, _, shown = decoder._grow(list(LOOKUP_PROMPT), 3, reach=8)
+    assert any(trie.anchor >= 0 and trie.tokens for trie in shown)
+    under = [tree.parents[j] for j in range(len(tree)) if nodes.lookup[j] and tree.parents[j] >= 0]
+    assert any(nodes.drafted[parent] and not nodes.lookup[parent] for parent in under)
 
 
 def test_chain_acceptance_is_learnt_by_agreement_up_to_the_first_mismatch(monkeypatch):
     decoder = serial(SMALL_PAIR, monkeypatch, lookup="auto").decoder
     decoder.start(LOOKUP_PROMPT, SAMPLINGS["t1"], 0)
-    decoder._learn_chain([5, 6, 7, 8], [True, True, False, True], [5, 6, 9, 8])
+    chain = _Trie(-1, [5, 6, 7, 8], [-1, 0, 1, 2], agrees=[True, True, False, True])
+    decoder._learn_lookups([chain], [], [5, 6, 9, 8])
     agreed, disagreed = decoder.chain_rates[True], decoder.chain_rates[False]
     assert (agreed.tests, agreed.hits, disagreed.tests, disagreed.hits) == (2, 2, 1, 0)
+    decoder.start(LOOKUP_PROMPT, SAMPLINGS["t1"], 0)  # two children of the root: both tested
+    decoder._learn_lookups([_Trie(-1, [5, 7, 6], [-1, -1, 0], agrees=[True, False, False])], [], [7, 1])
+    agreed, disagreed = decoder.chain_rates[True], decoder.chain_rates[False]
+    assert (agreed.tests, agreed.hits, disagreed.tests, disagreed.hits) == (1, 0, 1, 1)
+    for path, learnt in (([3, 4], 1), ([3, 5], 0)):  # under tree node 4: only if the walk took it
+        decoder.start(LOOKUP_PROMPT, SAMPLINGS["t1"], 0)
+        decoder._learn_lookups([_Trie(4, [9], [-1], agrees=[True])], path, [2, 2, 9])
+        assert decoder.chain_rates[True].hits == pytest.approx(learnt)
 
 
 def test_sampled_children_beside_a_chain_token_are_never_that_token(monkeypatch):
     pair = make_pair(GREEDY_TARGET, DRAFTS["partly-aligned"])
     decoder = serial(pair, monkeypatch, "sample", "on").decoder
     chain, checked = ar_tokens(REPEATING[0], 3), 0
+    monkeypatch.setattr(tree_module, "lookup_continuations", lambda context, num_tokens, count: [chain])
     for seed in range(5):
         decoder.start(REPEATING[0], SAMPLINGS["t1"], seed)
-        tree, _, _, _ = decoder._grow(list(REPEATING[0]), chain, 1, reach=20)
+        tree, _, _, _ = decoder._grow(list(REPEATING[0]), 1, reach=20)
         beside = [(c, j) for c in range(3, len(tree)) for j in range(3) if tree.parents[j] == tree.parents[c]]
         for child, link in beside:  # a sampled child and the chain token beside it
             assert tree.tokens[child] != tree.tokens[link]

@@ -39,12 +39,29 @@ def lookup_candidates(
 ) -> list[int]:
     """The continuation of the most recent earlier occurrence of the context's longest suffix
     (n = max_ngram down to 1) that has one; [] when none does."""
+    found = lookup_continuations(context, max_ngram, num_tokens, 1)
+    return found[0] if found else []
+
+
+def lookup_continuations(
+    context: list[int], max_ngram: int = MAX_NGRAM, num_tokens: int = NUM_TOKENS, count: int = 1
+) -> list[list[int]]:
+    """Up to `count` distinct continuations, in the order of the rule above: the longest
+    suffix first and, for one suffix, the most recent occurrence first (the first is
+    `lookup_candidates`'). Later ones are the alternatives where the likeliest copy is wrong
+    (the same few tokens continue differently in different places: an identifier renamed in
+    one of them, a call beside a definition); a tree verifies them side by side."""
+    found: list[list[int]] = []
     for n in range(min(max_ngram, len(context) - 1), 0, -1):
         suffix = context[-n:]
         for start in range(len(context) - n - 1, -1, -1):  # earlier occurrences, most recent first
             if context[start : start + n] == suffix:
-                return context[start + n : start + n + num_tokens]
-    return []
+                continuation = context[start + n : start + n + num_tokens]
+                if continuation not in found:
+                    found.append(continuation)
+                if len(found) == count:
+                    return found
+    return found
 
 
 def matches(candidates: list[int], committed: list[int]) -> tuple[int, int]:

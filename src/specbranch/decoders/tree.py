@@ -57,7 +57,7 @@ import torch
 from specbranch.config import SamplingParams
 from specbranch.costs import CostCurve, best_prefix
 from specbranch.decoders.base import SerialDecoder
-from specbranch.decoders.lookup import AcceptanceRate, lookup_candidates, matches
+from specbranch.decoders.lookup import AcceptanceRate, lookup_continuations, matches
 from specbranch.metrics import BRANCH, DRAFT, LOOKUP, TARGET, GenerationMetrics, RoundStats
 from specbranch.policies import DraftPolicy, RoundFeedback
 from specbranch.runner import CachedModel
@@ -66,6 +66,27 @@ from specbranch.tree import TokenTree
 from specbranch.verify import verify_tree
 
 OVERHEAD_DECAY = 0.9  # weight of the past in the running mean of a round's unmodelled seconds
+LOOKUP_BRANCHES = 4  # continuations of different earlier occurrences the draft is shown
+
+
+@dataclass
+class _Trie:
+    """Prompt lookup's nodes as the round shows them to the draft, hanging under tree node
+    `anchor` (-1: the root): `tokens`, `parents` (-1: the anchor; parents first), `first` the
+    likeliest continuation they were built from; then what the draft made of them
+    (`_score_lookup`): whether its top token at the parent was the node's (`agrees`), its
+    probability there (`q`) and the node's value (the probability the walk accepts it)."""
+
+    anchor: int
+    tokens: list[int]
+    parents: list[int]
+    first: list[int] = field(default_factory=list)
+    agrees: list[bool] = field(default_factory=list)
+    q: list[float] = field(default_factory=list)
+    values: list[float] = field(default_factory=list)
+
+    def as_tree(self) -> TokenTree:
+        return TokenTree(self.tokens, self.parents)
 
 
 @dataclass(frozen=True)
@@ -194,11 +215,7 @@ class TreeDecoder(SerialDecoder):
         depth = min(self.budget.depth, reach)
         if self.policy is not None:
             depth = min(depth, self.policy.max_length())
-        # Lookup's chain costs no draft step, only verify slots: it may reach past D, up to N.
-        room = min(reach, self.budget.nodes)
-        candidates = lookup_candidates(seq, num_tokens=room) if self.lookup != "off" else []
-        chain = self._chain(candidates)
-        tree, nodes, slots, agrees = self._grow(seq, chain, depth, reach)
+        tree, nodes, slots, shown = self._grow(seq, depth, reach)
         modelled = self._so_far(tree, nodes)[1]
         p = process_logits(self.target.logits_for_tree(seq, tree), self.sampling)  # [1 + N, V]
         verdict = verify_tree(p, tree, self.verify_gen)
@@ -207,8 +224,8 @@ class TreeDecoder(SerialDecoder):
         fed = [slots[j] for j in verdict.path if j in slots]  # the path's nodes the draft has KV for
         self.draft.keep_branch(fed, path_tokens[: len(fed)])
         verified = len(verdict.path) + (self._learn(tree, nodes, verdict.path) > len(verdict.path))
-        self.lookup_gate.learn(*matches(candidates, verdict.committed))
-        self._learn_chain(chain, agrees, verdict.committed)
+        self.lookup_gate.learn(*matches(shown[0].first, verdict.committed))
+        self._learn_lookups(shown, verdict.path, verdict.committed)
         elapsed = time.perf_counter() - start
         # Learnt from wall time only at greedy decoding, whose output no tree shape changes: a
         # sampled request's trees must depend on its seed and the cached curves alone, so the
@@ -262,22 +279,46 @@ class TreeDecoder(SerialDecoder):
         self.tree_depth += max((len(tree.path(j)) for j in range(len(tree))), default=0)
         return walked
 
-    def _chain(self, candidates: list[int]) -> list[int]:
-        """The part of prompt lookup's candidates (`decoders.lookup`) the draft is shown, the
-        chain the round's tree opens with (deterministic children from the root): up to the
-        first EOS; with "auto" and cost curves, as many as would pay for their verify slots if
-        the draft agreed with them all (`_score_chain` then cuts where it does not): the i-th
-        guessed accepted with probability a^i, a = the larger of lookup's acceptance rate in
-        this request (`lookup_gate`) and its rate where the draft agreed; "on": all of them."""
-        eos = next((i for i, token in enumerate(candidates) if token in self.eos_ids), None)
-        candidates = candidates if eos is None else candidates[: eos + 1]
-        target, draft = self.budget.target, self.budget.draft
-        if candidates and self.lookup == "auto" and target is not None:
+    def _lookup(
+        self, seq: list[int], tree: TokenTree, nodes: _Nodes, anchor: int, reach: int
+    ) -> _Trie:
+        """The lookup nodes to show the draft under `anchor` (-1: the root): prompt lookup's
+        continuations of the context up to it (`decoders.lookup.lookup_continuations`, the
+        likeliest first) as deterministic children, merged where they share a prefix, each up
+        to its first EOS, within N nodes and the reach. Lookup nodes cost no draft step, only
+        verify slots, so they may reach past D. With "auto" and cost curves each is as long as
+        the likeliest would pay for its verify slots if the draft agreed with all of it
+        (`_score_lookup` then cuts where it does not): its i-th token guessed accepted with
+        probability a^i, a = the larger of lookup's acceptance rate in this request
+        (`lookup_gate`) and its rate where the draft agreed; "on": whole. At the root the
+        likeliest continuation is found even when none of it pays: the gate learns from it."""
+        path = tree.path(anchor)
+        room = min(reach - len(path), self.budget.nodes - len(tree))
+        length, target = room, self.budget.target
+        if self.lookup == "auto" and target is not None:
             rate = max(self.lookup_gate.rate, self.chain_rates[True].rate)
-            values = [rate ** (i + 1) for i in range(len(candidates))]
-            seconds = self.overhead + (draft.seconds(1) if draft else 0.0) + target.seconds(1)
-            candidates = candidates[: best_prefix(values, 1.0, seconds, 0, target)]
-        return candidates
+            base = nodes.value[anchor] if anchor >= 0 else 1.0
+            values = [base * rate ** (i + 1) for i in range(room)]
+            length = best_prefix(values, *self._so_far(tree, nodes), len(tree), target)
+        trie = _Trie(anchor, [], [])
+        if self.lookup == "off" or (length < 1 and anchor >= 0):
+            return trie
+        context = seq + [tree.tokens[a] for a in path]
+        copies = lookup_continuations(context, num_tokens=room, count=LOOKUP_BRANCHES)
+        trie.first, index = copies[0] if copies else [], {}
+        for copy in copies:
+            node = -1
+            for token in copy[:length]:
+                if (node, token) not in index:
+                    if len(trie.tokens) == room:
+                        break
+                    index[node, token] = len(trie.tokens)
+                    trie.tokens.append(token)
+                    trie.parents.append(node)
+                node = index[node, token]
+                if token in self.eos_ids:
+                    break
+        return trie
 
     def _so_far(self, tree: TokenTree, nodes: _Nodes) -> tuple[float, float]:
         """The tree's expected committed tokens (the bonus or correction plus its nodes' values)
@@ -286,29 +327,27 @@ class TreeDecoder(SerialDecoder):
         return 1.0 + sum(nodes.value), nodes.spent + (target.seconds(1 + len(tree)) if target else 0.0)
 
     def _grow(
-        self, seq: list[int], chain: list[int], depth: int, reach: int
-    ) -> tuple[TokenTree, _Nodes, dict[int, int], list[bool]]:
-        """The round's tree after seq: lookup's chain (nodes 0..L-1, each the child of the one
-        before; `_score_chain` may cut it), then the draft's children level by level, at most
-        `depth` levels and no node deeper than `reach`; its nodes' numbers, the draft cache
-        slot of every node it fed, and whether the draft agreed with each chain token."""
+        self, seq: list[int], depth: int, reach: int
+    ) -> tuple[TokenTree, _Nodes, dict[int, int], list[_Trie]]:
+        """The round's tree after seq: lookup nodes under the root that pay, then the draft's
+        children level by level (at most `depth` levels, no node deeper than `reach`), and
+        before each level's draft forward lookup nodes under its likeliest new node; its nodes'
+        numbers, the draft cache slot of every node it fed, and the lookup tries the draft saw
+        (the root's first)."""
         tree, nodes = TokenTree([], [], [] if self.sampled else None), _Nodes()
-        for i, token in enumerate(chain):
-            _append(tree, nodes, _Candidate(0.0, 0.0, 0.0, i - 1, 0, token, None))
-            nodes.lookup[i] = True
-        # The draft sees the chain in the forward it needs anyway (the uncached committed tail):
-        # one forward gives its distribution after the root and after every chain node, so it
-        # drafts alternatives along the chain and on past its end, with no draft step per token.
-        draft = self.draft
-        logits = draft.logits_for_tree(seq, tree) if chain else draft.logits_for(seq, 1)  # [1 + L, V]
-        raw = logits.float().softmax(-1)  # [1 + L, V] the draft's own distribution
+        slots: dict[int, int] = {}
+        shown: list[_Trie] = []
         # What a round costs beyond its forwards (sampling, verification, the committed context
         # the probe's short one lacks) counts as spent: it makes every drafted token cheaper.
-        costs = self.budget.draft
-        nodes.spent = self.overhead + (costs.seconds(1 + len(chain)) if costs else 0.0)
-        agrees = self._score_chain(tree, nodes, raw)
-        logits, raw = logits[: 1 + len(tree)], raw[: 1 + len(tree)]
-        frontier, slots = [-1, *range(len(tree))], {j: len(seq) + j for j in range(len(tree))}
+        nodes.spent = self.overhead
+        # The draft sees the lookup nodes in the forward it needs anyway (the uncached committed
+        # tail, later a level's new nodes): one forward gives its distribution after each of
+        # them, so it drafts alternatives beside them and on past their ends, with no draft step
+        # per copied token.
+        trie = self._lookup(seq, tree, nodes, -1, reach)
+        draft = self.draft
+        logits = draft.logits_for_tree(seq, trie.as_tree()) if trie.tokens else draft.logits_for(seq, 1)
+        frontier, logits, raw = self._hang(trie, [-1], logits, tree, nodes, slots, len(seq), shown)
         for level in range(depth):
             candidates = self._propose(tree, nodes, frontier, logits, raw, reach)
             frontier = self._add(tree, nodes, self._select(candidates, tree, nodes))
@@ -316,54 +355,87 @@ class TreeDecoder(SerialDecoder):
                 break
             if not self._worth_a_level(tree, nodes, frontier, depth - level - 1):
                 break
+            # Where the draft leaves a copied span it may soon rejoin it: look up again there.
+            trie = self._lookup(seq, tree, nodes, max(frontier, key=lambda j: nodes.value[j]), reach)
             base = self.draft.cache_length()
-            logits = self.draft.tree_step(
-                [tree.tokens[j] for j in frontier],
-                [[slots[a] for a in tree.path(j)[:-1]] for j in frontier],
-                [len(tree.path(j)) - 1 for j in frontier],
-            )  # [len(frontier), V]
-            raw = logits.float().softmax(-1)
+            logits = self.draft.tree_step(*_feed(tree, frontier, trie, slots, base))  # [m + L, V]
             slots.update({j: base + i for i, j in enumerate(frontier)})
-            nodes.spent += costs.seconds(len(frontier)) if costs else 0.0
-        return tree, nodes, slots, agrees
+            first = base + len(frontier)  # the trie's first cache slot
+            frontier, logits, raw = self._hang(trie, frontier, logits, tree, nodes, slots, first, shown)
+        return tree, nodes, slots, shown
 
-    def _score_chain(self, tree: TokenTree, nodes: _Nodes, raw: torch.Tensor) -> list[bool]:
-        """Value lookup's chain (the tree so far) now that the draft has seen it, and cut it to
-        the part worth verifying; whether the draft agreed with each chain token.
+    def _hang(
+        self, trie: _Trie, frontier: list[int], logits: torch.Tensor, tree: TokenTree, nodes: _Nodes,
+        slots: dict[int, int], first: int, shown: list[_Trie],
+    ) -> tuple[list[int], torch.Tensor, torch.Tensor]:
+        """After a draft forward over `frontier` and then `trie`'s nodes (logits [m + L, V], the
+        trie's nodes from cache slot `first` on): append the trie's nodes that pay to the tree
+        (`_score_lookup`) and record the trie; the next frontier (`frontier` plus those nodes),
+        its logits and their softmax."""
+        costs, m = self.budget.draft, len(frontier)
+        nodes.spent += costs.seconds(m + len(trie.tokens)) if costs else 0.0
+        raw = logits.float().softmax(-1)  # [m + L, V] the draft's own distributions
+        shown.append(trie)
+        if not trie.tokens:
+            return frontier, logits, raw
+        rows = [frontier.index(trie.anchor)] + list(range(m, m + len(trie.tokens)))
+        index = {-1: trie.anchor}  # a kept trie node's index in the tree
+        for j in self._score_lookup(trie, raw[rows], tree, nodes):  # parents first
+            node = _Candidate(0.0, trie.values[j], trie.q[j], index[trie.parents[j]], 0, trie.tokens[j], None)
+            index[j] = _append(tree, nodes, node)
+            nodes.lookup[-1] = True
+            slots[index[j]] = first + j
+        kept = sorted(index)[1:]
+        rows = list(range(m)) + [m + j for j in kept]
+        return frontier + [index[j] for j in kept], logits[rows], raw[rows]
 
-        raw: [1 + L, V], the draft's distributions after the root and each chain node. Chain token j
-        is accepted, given its parent was, as often as chain tokens have been in this request
-        when the draft's top token there was (or was not) the same (`chain_rates`): the draft
-        tells where a copied span stops being copied; and at least as often as a drafted node
-        with the draft's probability of that token (`Calibration.accept`). With "auto" and cost
-        curves the chain is cut to the prefix that pays for its verify slots (`costs.best_prefix`)."""
-        if not tree.tokens:
+    def _score_lookup(self, trie: _Trie, raw: torch.Tensor, tree: TokenTree, nodes: _Nodes) -> list[int]:
+        """Value the lookup nodes now that the draft has seen them (filling the trie's `agrees`,
+        `q` and `values`), and pick those worth verifying: their indices, parents first.
+
+        raw: [1 + L, V], the draft's distributions after the anchor and after each lookup node.
+        A lookup token is accepted, given its parent was, as often as lookup tokens have been
+        in this request where the draft's top token was (or was not) the same (`chain_rates`):
+        the draft tells where a copied span stops being copied, and which of several copies goes
+        on; and at least as often as a drafted node with the draft's probability of that token
+        (`Calibration.accept`). With "auto" and cost curves the nodes kept are the most valuable
+        ones that pay for their verify slots (`costs.best_prefix`; a node is worth at most its
+        parent, so they include their ancestors); otherwise all."""
+        if not trie.tokens:
             return []
-        tokens = torch.tensor(tree.tokens, device=raw.device)  # [L]
-        agrees = (raw[:-1].argmax(-1) == tokens).tolist()
-        nodes.q = raw[torch.arange(len(tokens)), tokens].tolist()
-        value = 1.0
-        for j, agreed in enumerate(agrees):
-            value *= max(self.chain_rates[agreed].rate, self.calibration.accept(nodes.q[j]))
-            nodes.value[j] = value
-        target = self.budget.target
+        anchor = nodes.value[trie.anchor] if trie.anchor >= 0 else 1.0  # the anchor's value
+        rows = torch.tensor([1 + parent for parent in trie.parents], device=raw.device)  # [L]
+        tokens = torch.tensor(trie.tokens, device=raw.device)  # [L]
+        trie.agrees = (raw.argmax(-1)[rows] == tokens).tolist()
+        trie.q = raw[rows, tokens].tolist()
+        for j, (parent, agreed) in enumerate(zip(trie.parents, trie.agrees, strict=True)):
+            base = trie.values[parent] if parent >= 0 else anchor
+            trie.values.append(base * max(self.chain_rates[agreed].rate, self.calibration.accept(trie.q[j])))
+        target, order = self.budget.target, range(len(trie.tokens))
         if self.lookup == "auto" and target is not None:
-            keep = best_prefix(nodes.value, 1.0, nodes.spent + target.seconds(1), 0, target)
-            for column in (tree.tokens, tree.parents, nodes.value, nodes.q, nodes.lookup, nodes.drafted):
-                del column[keep:]
-            if tree.q is not None:
-                del tree.q[keep:]
-        return agrees
+            order = sorted(order, key=lambda j: (-trie.values[j], j))
+            values = [trie.values[j] for j in order]
+            order = order[: best_prefix(values, *self._so_far(tree, nodes), len(tree), target)]
+        return sorted(order)
 
-    def _learn_chain(self, chain: list[int], agrees: list[bool], committed: list[int]) -> None:
-        """Count the chain tokens the draft saw against the committed tokens (as `matches`:
-        the common prefix and the first mismatch), by whether the draft agreed with them."""
+    def _learn_lookups(self, shown: list[_Trie], path: list[int], committed: list[int]) -> None:
+        """Count the lookup tokens the draft saw against the committed tokens, by whether the
+        draft agreed with them (`chain_rates`): for each trie whose anchor the walk accepted
+        (or the root's), along the committed path through it every lookup child of a node the
+        path reached is a test, a hit where it is the committed token."""
         tests, hits = {True: 0, False: 0}, {True: 0, False: 0}
-        for token, agreed, actual in zip(chain, agrees, committed, strict=False):
-            tests[agreed] += 1
-            hits[agreed] += token == actual
-            if token != actual:
-                break
+        for trie in shown:
+            if trie.anchor >= 0 and trie.anchor not in path:
+                continue
+            node = -1
+            for token in committed[path.index(trie.anchor) + 1 if trie.anchor >= 0 else 0 :]:
+                children = [j for j, parent in enumerate(trie.parents) if parent == node]
+                for j in children:
+                    tests[trie.agrees[j]] += 1
+                    hits[trie.agrees[j]] += trie.tokens[j] == token
+                node = next((j for j in children if trie.tokens[j] == token), None)
+                if node is None:
+                    break
         for agreed, rate in self.chain_rates.items():
             if tests[agreed]:
                 rate.learn(tests[agreed], hits[agreed])
@@ -380,10 +452,13 @@ class TreeDecoder(SerialDecoder):
         kept = self.policy.keep(raw) if self.policy is not None else [True] * len(frontier)
         ks = [max(1, math.floor(self.budget.k_max * (1.0 - m))) for m in raw.max(-1).values.tolist()]
         tops = torch.topk(raw, max(ks), dim=-1).indices.tolist()  # [m, max k]
-        chained = {tree.parents[c]: c for c in range(len(tree)) if nodes.lookup[c]}  # lookup's next token
+        links: dict[int, list[int]] = {}  # lookup's children of a node
+        for c in range(len(tree)):
+            if nodes.lookup[c]:
+                links.setdefault(tree.parents[c], []).append(c)
         candidates = []
         for i, (node, k) in enumerate(zip(frontier, ks, strict=True)):
-            chain = [chained[node]] if node in chained else []
+            chain = links.get(node, [])
             for c in chain:
                 nodes.drafted[c] = tree.tokens[c] in tops[i][:k]
                 k -= nodes.drafted[c]
@@ -462,6 +537,25 @@ class TreeDecoder(SerialDecoder):
     def _add(tree: TokenTree, nodes: _Nodes, chosen: list[_Candidate]) -> list[int]:
         """Append the draft's chosen children to the tree; their node indices."""
         return [_append(tree, nodes, c, drafted=True) for c in chosen]
+
+
+def _feed(
+    tree: TokenTree, frontier: list[int], trie: _Trie, slots: dict[int, int], base: int
+) -> tuple[list[int], list[list[int]], list[int]]:
+    """`CachedModel.tree_step`'s arguments for one draft forward over a level's new nodes and
+    then a lookup trie under one of them, all from cache slot `base` on: tokens, each one's
+    ancestors' slots, and its depth below the committed prefix (minus one)."""
+    own = {j: base + i for i, j in enumerate(frontier)}
+    tokens = [tree.tokens[j] for j in frontier] + trie.tokens
+    ancestors = [[slots[a] for a in tree.path(j)[:-1]] for j in frontier]
+    depths = [len(tree.path(j)) - 1 for j in frontier]
+    if trie.tokens:
+        above = [slots[a] for a in tree.path(trie.anchor)[:-1]] + [own[trie.anchor]]
+        shape, after = trie.as_tree(), base + len(frontier)
+        for j in range(len(trie.tokens)):
+            ancestors.append(above + [after + a for a in shape.path(j)[:-1]])
+            depths.append(len(above) + len(shape.path(j)) - 1)
+    return tokens, ancestors, depths
 
 
 def _append(tree: TokenTree, nodes: _Nodes, c: _Candidate, drafted: bool = False) -> int:
