@@ -157,7 +157,7 @@ def test_the_gate_spends_lookup_nodes_only_where_they_are_accepted(accepted, gra
     decoder.lookup_gate = AcceptanceRate(tests=50.0, hits=float(accepted))
     decoder.chain_rates = {agreed: AcceptanceRate(50.0, float(accepted)) for agreed in (True, False)}
     tree, nodes = TokenTree([], []), _Nodes()
-    assert (len(decoder._lookup(LOOKUP_PROMPT, tree, nodes, -1, 3).tokens) > 0) == grafted
+    assert (len(decoder._lookup(LOOKUP_PROMPT, tree, nodes, -1, 3, 1).tokens) > 0) == grafted
 
 
 # The chain opens the tree and the draft sees it (`TreeDecoder._grow`, `_score_chain`).
@@ -284,7 +284,7 @@ def test_the_gate_learns_lookup_acceptance_from_rounds_that_spent_nothing_on_it(
     decoder.start(LOOKUP_PROMPT, SAMPLINGS["t1"], 0)
     decoder.lookup_gate = AcceptanceRate(tests=50.0, hits=0.0)
     decoder.step(list(LOOKUP_PROMPT), 8)
-    assert decoder.lookup_gate.tests > AcceptanceRate.DECAY * 50.0  # tested without a lookup node
+    assert decoder.lookup_gate.tests > decoder.lookup_gate.decay * 50.0  # tested without a lookup node
 
 
 # `sd --lookup`: candidates opening SD's draft block.

@@ -116,16 +116,19 @@ def choose_execution(costs: Placement, max_length: int) -> str:
 
 
 def best_prefix(values: list[float], base_value: float, base_seconds: float, nodes: int,
-                target: CostCurve) -> int:
+                target: CostCurve, draft: CostCurve | None = None, width: int = 1) -> int:
     """How many of `values` (candidate nodes' expected acceptances, best first) to add to a tree
     that already expects `base_value` tokens per round at `base_seconds` with `nodes` nodes: the
-    count j that maximises (base_value + sum(values[:j])) / (base_seconds + extra verify time),
-    the extra verify time being target(1 + nodes + j) - target(1 + nodes). 0: add none."""
-    verify = target.seconds(1 + nodes)
+    count j that maximises (base_value + sum(values[:j])) / (base_seconds + extra time), the
+    extra time being the verify slots, target(1 + nodes + j) - target(1 + nodes), and with
+    `draft` (nodes the draft is to be shown in a forward already `width` wide) the draft's too,
+    draft(width + j) - draft(width). 0: add none."""
+    verify, shown = target.seconds(1 + nodes), draft.seconds(width) if draft else 0.0
     best, best_rate, gained = 0, base_value / base_seconds, 0.0
     for j, value in enumerate(values, start=1):
         gained += value
-        rate = (base_value + gained) / (base_seconds + target.seconds(1 + nodes + j) - verify)
+        extra = target.seconds(1 + nodes + j) - verify + (draft.seconds(width + j) - shown if draft else 0.0)
+        rate = (base_value + gained) / (base_seconds + extra)
         if rate > best_rate:
             best, best_rate = j, rate
     return best

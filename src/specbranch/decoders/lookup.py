@@ -84,12 +84,12 @@ def matches(candidates: list[int], committed: list[int]) -> tuple[int, int]:
 @dataclass
 class AcceptanceRate:
     """A per-token acceptance probability learnt in a request: `tests` positions tested, `hits`
-    accepted, both decaying by DECAY per round so the estimate follows the text (code, prose);
+    accepted, both decaying by `decay` per round so the estimate follows the text (code, prose);
     rate = (hits + 1) / (tests + 2) (one prior success and failure)."""
 
-    DECAY = 0.9
     tests: float = 0.0
     hits: float = 0.0
+    decay: float = 0.9
 
     @property
     def rate(self) -> float:
@@ -97,8 +97,8 @@ class AcceptanceRate:
 
     def learn(self, tests: int, hits: int) -> None:
         """One round's tests and hits."""
-        self.tests = self.DECAY * self.tests + tests
-        self.hits = self.DECAY * self.hits + hits
+        self.tests = self.decay * self.tests + tests
+        self.hits = self.decay * self.hits + hits
 
 
 class LookupDecoder(InProcessDecoder):

@@ -67,6 +67,7 @@ from specbranch.verify import verify_tree
 
 OVERHEAD_DECAY = 0.9  # weight of the past in the running mean of a round's unmodelled seconds
 LOOKUP_BRANCHES = 4  # continuations of different earlier occurrences the draft is shown
+LOOKUP_GATE_DECAY = 0.5  # weight of the past in the lookup gate's acceptance rate, per round
 
 
 @dataclass
@@ -200,7 +201,9 @@ class TreeDecoder(SerialDecoder):
         super().start(prompt_ids, sampling, seed)
         self.sampled = self.draft_sampling == "sample" and not sampling.greedy
         self.calibration = Calibration()
-        self.lookup_gate = AcceptanceRate()  # how often lookup's candidates are accepted (`matches`)
+        # How often lookup's candidates are accepted (`matches`); the past weighs little: a
+        # copied span starts and ends at once, and the gate must open within a round or two.
+        self.lookup_gate = AcceptanceRate(decay=LOOKUP_GATE_DECAY)
         # ... and how often those the draft has seen are, by whether it agreed (its top token)
         self.chain_rates = {True: AcceptanceRate(), False: AcceptanceRate()}
         self.overhead = 0.0  # seconds a round takes beyond its modelled forwards (a running mean)
@@ -280,31 +283,36 @@ class TreeDecoder(SerialDecoder):
         return walked
 
     def _lookup(
-        self, seq: list[int], tree: TokenTree, nodes: _Nodes, anchor: int, reach: int
+        self, seq: list[int], tree: TokenTree, nodes: _Nodes, anchor: int, reach: int, width: int
     ) -> _Trie:
-        """The lookup nodes to show the draft under `anchor` (-1: the root): prompt lookup's
-        continuations of the context up to it (`decoders.lookup.lookup_continuations`, the
-        likeliest first) as deterministic children, merged where they share a prefix, each up
-        to its first EOS, within N nodes and the reach. Lookup nodes cost no draft step, only
-        verify slots, so they may reach past D. With "auto" and cost curves each is as long as
-        the likeliest would pay for its verify slots if the draft agreed with all of it
-        (`_score_lookup` then cuts where it does not): its i-th token guessed accepted with
-        probability a^i, a = the larger of lookup's acceptance rate in this request
-        (`lookup_gate`) and its rate where the draft agreed; "on": whole. At the root the
-        likeliest continuation is found even when none of it pays: the gate learns from it."""
+        """The lookup nodes to show the draft under `anchor` (-1: the root) in a forward already
+        `width` wide: prompt lookup's continuations of the context up to it
+        (`decoders.lookup.lookup_continuations`, the likeliest first; LOOKUP_BRANCHES of them at
+        the root, one below) as deterministic children, merged where they share a prefix, each
+        up to its first EOS, within N nodes and the reach. Lookup nodes cost no draft step, only
+        verify slots and width in a draft forward, so they may reach past D. With "auto" and
+        cost curves each is as long as the likeliest would pay for those, its i-th token guessed
+        accepted with probability a^i: a = lookup's acceptance rate in this request
+        (`lookup_gate`), and at the root the larger of that and its rate where the draft agreed
+        (a copy the draft agrees with goes on being accepted; `_score_lookup` cuts where it
+        does not). "on": whole. At the root the likeliest continuation is found even when none
+        of it pays: the gate learns from it."""
         path = tree.path(anchor)
         room = min(reach - len(path), self.budget.nodes - len(tree))
         length, target = room, self.budget.target
         if self.lookup == "auto" and target is not None:
-            rate = max(self.lookup_gate.rate, self.chain_rates[True].rate)
+            rate = self.lookup_gate.rate
+            if anchor < 0:
+                rate = max(rate, self.chain_rates[True].rate)
             base = nodes.value[anchor] if anchor >= 0 else 1.0
             values = [base * rate ** (i + 1) for i in range(room)]
-            length = best_prefix(values, *self._so_far(tree, nodes), len(tree), target)
+            so_far = self._so_far(tree, nodes)
+            length = best_prefix(values, *so_far, len(tree), target, self.budget.draft, width)
         trie = _Trie(anchor, [], [])
         if self.lookup == "off" or (length < 1 and anchor >= 0):
             return trie
         context = seq + [tree.tokens[a] for a in path]
-        copies = lookup_continuations(context, num_tokens=room, count=LOOKUP_BRANCHES)
+        copies = lookup_continuations(context, num_tokens=room, count=LOOKUP_BRANCHES if anchor < 0 else 1)
         trie.first, index = copies[0] if copies else [], {}
         for copy in copies:
             node = -1
@@ -344,7 +352,7 @@ class TreeDecoder(SerialDecoder):
         # tail, later a level's new nodes): one forward gives its distribution after each of
         # them, so it drafts alternatives beside them and on past their ends, with no draft step
         # per copied token.
-        trie = self._lookup(seq, tree, nodes, -1, reach)
+        trie = self._lookup(seq, tree, nodes, -1, reach, 1)
         draft = self.draft
         logits = draft.logits_for_tree(seq, trie.as_tree()) if trie.tokens else draft.logits_for(seq, 1)
         frontier, logits, raw = self._hang(trie, [-1], logits, tree, nodes, slots, len(seq), shown)
@@ -356,7 +364,8 @@ class TreeDecoder(SerialDecoder):
             if not self._worth_a_level(tree, nodes, frontier, depth - level - 1):
                 break
             # Where the draft leaves a copied span it may soon rejoin it: look up again there.
-            trie = self._lookup(seq, tree, nodes, max(frontier, key=lambda j: nodes.value[j]), reach)
+            anchor = max(frontier, key=lambda j: nodes.value[j])
+            trie = self._lookup(seq, tree, nodes, anchor, reach, len(frontier))
             base = self.draft.cache_length()
             logits = self.draft.tree_step(*_feed(tree, frontier, trie, slots, base))  # [m + L, V]
             slots.update({j: base + i for i, j in enumerate(frontier)})
