@@ -419,7 +419,8 @@ class TreeDecoder(SerialDecoder):
         trie.q = raw[rows, tokens].tolist()
         for j, (parent, agreed) in enumerate(zip(trie.parents, trie.agrees, strict=True)):
             base = trie.values[parent] if parent >= 0 else anchor
-            trie.values.append(base * max(self.chain_rates[agreed].rate, self.calibration.accept(trie.q[j])))
+            accept = self.calibration.accept(trie.q[j])
+            trie.values.append(base * (accept if agreed else max(self.chain_rates[False].rate, accept)))
         target, order = self.budget.target, range(len(trie.tokens))
         if self.lookup == "auto" and target is not None:
             order = sorted(order, key=lambda j: (-trie.values[j], j))
