@@ -225,6 +225,16 @@ MUTANTS = [
           "            nxt, y = _sampled_children(row, tree, drawn, generator)"),),
     ),
     Mutant(
+        "tree-drops-children-equal-to-lookup",
+        "sampled children beside a lookup token are drawn from q and dropped when they equal it "
+        "(the first kept one is then distributed as q without it, but tested against q)",
+        "decoders/tree.py",
+        (("            tokens, rows = sample_without_replacement(without(q, taken), k, self.draft_gen)",
+          "            tokens, rows = sample_without_replacement(q, k, self.draft_gen)\n"
+          "            kept = [i for i, t in enumerate(tokens) if t not in taken]\n"
+          "            tokens, rows = [tokens[i] for i in kept], [rows[i] for i in kept]"),),
+    ),
+    Mutant(
         "near-point-mass-not-drawn",
         "a distribution with one token above 0.99 is treated as a point mass (no draw)",
         "sampling.py",

@@ -23,6 +23,7 @@ candidate against committed token, whether verified or not).
 from __future__ import annotations
 
 import pytest
+import torch
 from helpers import exact_sequence_distribution, make_pair, perturbed, tiny_model
 from oracle import Enumerator, install, max_difference
 from test_exact_distribution import PAIR as SMALL_PAIR
@@ -33,7 +34,7 @@ from specbranch.config import GenerationConfig, SamplingParams, SpeculativeConfi
 from specbranch.costs import CostCurve, Placement
 from specbranch.decoders import tree as tree_module
 from specbranch.decoders.lookup import AcceptanceRate, lookup_candidates, lookup_continuations, matches
-from specbranch.decoders.tree import _Nodes, _Trie
+from specbranch.decoders.tree import Calibration, _Nodes, _Trie
 from specbranch.engine import Engine
 from specbranch.errors import SpecBranchError
 from specbranch.runtime import assembly
@@ -168,11 +169,14 @@ COSTLY = Placement(*(CostCurve(((1, s), (64, 4 * s))) for s in (1.0, 0.02, 1.0, 
 def grown(decoder, copies: list[list[int]], depth: int, monkeypatch, rates: dict | None = None):
     """The first greedy round's tree after REPEATING[0] with `copies` as prompt lookup's
     continuations (tree, nodes, slots, the trie the draft was shown under the root), and the
-    draft forwards it took; `rates`: the chain rates learnt so far."""
+    draft forwards it took; `rates`: the chain rates learnt so far. The draft's calibration is
+    one that has seen its top tokens accepted (beta = 5.5: the tiny models' distributions are
+    flat)."""
     found = lambda context, num_tokens, count: [c[:num_tokens] for c in copies][:count]  # noqa: E731
     monkeypatch.setattr(tree_module, "lookup_continuations", found)
     decoder.start(REPEATING[0], SamplingParams(), 0)
     decoder.chain_rates = rates or decoder.chain_rates
+    decoder.calibration = Calibration(tests=10.0, entered=10.0, predicted=1.0)
     before = decoder.draft.forwards
     tree, nodes, slots, shown = decoder._grow(list(REPEATING[0]), depth, reach=20)
     return (tree, nodes, slots, shown[0]), decoder.draft.forwards - before
@@ -195,7 +199,9 @@ def test_the_draft_sees_the_chain_in_one_forward_and_drafts_past_its_end(monkeyp
 def test_the_chain_is_cut_where_the_draft_disagrees_and_such_tokens_are_rarely_accepted(monkeypatch):
     pair = make_pair(GREEDY_TARGET, GREEDY_TARGET)
     right = ar_tokens(REPEATING[0], 2)
-    wrong = [(right[-1] + 1 + i) % 64 for i in range(4)]
+    with torch.inference_mode():  # the draft's least likely token after `right`, then any
+        unlikely = int(GREEDY_TARGET(input_ids=torch.tensor([REPEATING[0] + right])).logits[0, -1].argmin())
+    wrong = [unlikely, 1, 2, 3]
     decoder = serial(pair, monkeypatch, "greedy", "auto", costs=COSTLY).decoder
     rates = {True: AcceptanceRate(50.0, 50.0), False: AcceptanceRate(50.0, 0.0)}
     (tree, nodes, _, shown), _ = grown(decoder, [right + wrong], 1, monkeypatch, rates)
