@@ -40,6 +40,7 @@ TESTS = [  # fast rule-level tests first: most mutants die there within seconds
     "tests/test_exact_distribution.py",
     "tests/test_tree_decoder.py",
     "tests/test_lookup.py",
+    "tests/test_tree_lookup.py",
     "tests/test_parallel_runtime.py",
 ]
 

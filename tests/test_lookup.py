@@ -9,10 +9,8 @@
 And lookup branches in SpecBranch's serial trees (`--lookup`): greedy output equal to AR's with
 partly aligned and unaligned drafts, sampled output exactly the target's (lookup's
 deterministic nodes beside sampled children), more tokens per round where the draft is poor,
-and the gate spending no lookup node on a request whose lookup nodes are never accepted. The
-chain opens the tree: the draft sees all of it in one forward and drafts past its end, the
-chain is cut where the draft disagrees once such tokens have proved rarely accepted, chain
-acceptance is learnt by agreement, and sampled children beside a chain token never repeat it.
+and the gate spending no lookup node on a request whose lookup nodes are never accepted (the
+trie the draft is shown: test_tree_lookup.py).
 
 And `sd --lookup`: lookup candidates opening SD's draft block keep greedy output equal to AR's
 and the exact distribution (rule 1 with a point mass beside sampled drafts); "auto" uses them
@@ -23,18 +21,17 @@ candidate against committed token, whether verified or not).
 from __future__ import annotations
 
 import pytest
-import torch
 from helpers import exact_sequence_distribution, make_pair, perturbed, tiny_model
 from oracle import Enumerator, install, max_difference
 from test_exact_distribution import PAIR as SMALL_PAIR
 from test_exact_distribution import SAMPLINGS, TARGET, TOLERANCE, exact, target_distribution
 from test_tree_decoder import WIDE
 
-from specbranch.config import GenerationConfig, SamplingParams, SpeculativeConfig
+from specbranch.config import GenerationConfig, SpeculativeConfig
 from specbranch.costs import CostCurve, Placement
-from specbranch.decoders import tree as tree_module
 from specbranch.decoders.lookup import AcceptanceRate, lookup_candidates, lookup_continuations, matches
-from specbranch.decoders.tree import Calibration, _Nodes, _Trie
+from specbranch.decoders.tree import _Nodes
+from specbranch.decoders.tree_lookup import GATE_DECAY, LookupRates
 from specbranch.engine import Engine
 from specbranch.errors import SpecBranchError
 from specbranch.runtime import assembly
@@ -93,7 +90,8 @@ def test_lookup_takes_no_draft_options():
         Engine(make_pair(TARGET, None), "lookup", k_max=2)
 
 
-# Lookup branches inside SpecBranch's serial trees (`TreeDecoder._chain`, `_propose`).
+# Lookup branches inside SpecBranch's serial trees (`TreeDecoder._lookup`; the trie's own
+# tests: test_tree_lookup.py).
 
 GREEDY_TARGET = tiny_model(seed=1)
 DRAFTS = {"partly-aligned": perturbed(GREEDY_TARGET, 0.01, seed=2), "unaligned": tiny_model(seed=7)}
@@ -150,128 +148,17 @@ def test_lookup_branches_keep_the_exact_distribution(sampling, draft_sampling, m
     assert_exact_on_the_lookup_prompt(serial(SMALL_PAIR, monkeypatch, draft_sampling), sampling, monkeypatch)
 
 
+COSTLY = Placement(*(CostCurve(((1, s), (64, 4 * s))) for s in (1.0, 0.02, 1.0, 0.02)))  # a slot costs
+
+
 @pytest.mark.parametrize(("accepted", "grafted"), [(0, False), (50, True)])
 def test_the_gate_spends_lookup_nodes_only_where_they_are_accepted(accepted, grafted, monkeypatch):
     engine = serial(SMALL_PAIR, monkeypatch, lookup="auto", costs=COSTLY)
     decoder = engine.decoder
     decoder.start(LOOKUP_PROMPT, SAMPLINGS["t1"], 0)
-    decoder.lookup_gate = AcceptanceRate(tests=50.0, hits=float(accepted))
-    decoder.chain_rates = {agreed: AcceptanceRate(50.0, float(accepted)) for agreed in (True, False)}
+    decoder.lookup_rates = LookupRates(*(AcceptanceRate(50.0, float(accepted)) for _ in range(3)))
     tree, nodes = TokenTree([], []), _Nodes()
     assert (len(decoder._lookup(LOOKUP_PROMPT, tree, nodes, -1, 3, 1).tokens) > 0) == grafted
-
-
-# The chain opens the tree and the draft sees it (`TreeDecoder._grow`, `_score_chain`).
-
-COSTLY = Placement(*(CostCurve(((1, s), (64, 4 * s))) for s in (1.0, 0.02, 1.0, 0.02)))  # a slot costs
-
-
-def grown(decoder, copies: list[list[int]], depth: int, monkeypatch, rates: dict | None = None):
-    """The first greedy round's tree after REPEATING[0] with `copies` as prompt lookup's
-    continuations (tree, nodes, slots, the trie the draft was shown under the root), and the
-    draft forwards it took; `rates`: the chain rates learnt so far. The draft's calibration is
-    one that has seen its top tokens accepted (beta = 5.5: the tiny models' distributions are
-    flat)."""
-    found = lambda context, num_tokens, count: [c[:num_tokens] for c in copies][:count]  # noqa: E731
-    monkeypatch.setattr(tree_module, "lookup_continuations", found)
-    decoder.start(REPEATING[0], SamplingParams(), 0)
-    decoder.chain_rates = rates or decoder.chain_rates
-    decoder.calibration = Calibration(tests=10.0, entered=10.0, predicted=1.0)
-    before = decoder.draft.forwards
-    tree, nodes, slots, shown = decoder._grow(list(REPEATING[0]), depth, reach=20)
-    return (tree, nodes, slots, shown[0]), decoder.draft.forwards - before
-
-
-def test_the_draft_sees_the_chain_in_one_forward_and_drafts_past_its_end(monkeypatch):
-    """Copied tokens cost the draft no step: one forward gives its view after the root and after
-    every chain token; a chain it agrees with is merged with its own likeliest tokens, and its
-    children go on below the chain's end within that one level."""
-    pair = make_pair(GREEDY_TARGET, GREEDY_TARGET)  # a draft that agrees with the target
-    chain = ar_tokens(REPEATING[0], 4)
-    decoder = serial(pair, monkeypatch, "greedy", "on").decoder
-    (tree, nodes, _, shown), forwards = grown(decoder, [chain], 1, monkeypatch)
-    assert forwards == 1
-    assert tree.tokens[:4] == chain and nodes.lookup[:4] == [True] * 4 and shown.agrees == [True] * 4
-    assert nodes.drafted[:4] == [True] * 4
-    assert any(tree.parents[j] == 3 and nodes.drafted[j] for j in range(4, len(tree)))
-
-
-def test_the_chain_is_cut_where_the_draft_disagrees_and_such_tokens_are_rarely_accepted(monkeypatch):
-    pair = make_pair(GREEDY_TARGET, GREEDY_TARGET)
-    right = ar_tokens(REPEATING[0], 2)
-    with torch.inference_mode():  # the draft's least likely token after `right`, then any
-        unlikely = int(GREEDY_TARGET(input_ids=torch.tensor([REPEATING[0] + right])).logits[0, -1].argmin())
-    wrong = [unlikely, 1, 2, 3]
-    decoder = serial(pair, monkeypatch, "greedy", "auto", costs=COSTLY).decoder
-    rates = {True: AcceptanceRate(50.0, 50.0), False: AcceptanceRate(50.0, 0.0)}
-    (tree, nodes, _, shown), _ = grown(decoder, [right + wrong], 1, monkeypatch, rates)
-    assert shown.tokens == right + wrong  # shown whole: the draft judges it
-    assert shown.agrees[:3] == [True, True, False]
-    assert sum(nodes.lookup) == 2 and tree.tokens[:2] == right
-
-
-def test_of_several_copies_the_tree_keeps_the_one_the_draft_agrees_with(monkeypatch):
-    """Continuations of different occurrences share their common prefix in the trie; where
-    they part, the draft's top token tells which copy goes on."""
-    pair = make_pair(GREEDY_TARGET, GREEDY_TARGET)
-    right = ar_tokens(REPEATING[0], 3)
-    wrong = right[:1] + [(right[1] + 1) % 64, right[2]]
-    decoder = serial(pair, monkeypatch, "greedy", "auto", costs=COSTLY).decoder
-    rates = {True: AcceptanceRate(50.0, 50.0), False: AcceptanceRate(50.0, 0.0)}
-    (tree, nodes, _, shown), forwards = grown(decoder, [wrong, right], 1, monkeypatch, rates)
-    assert shown.tokens == wrong + right[1:] and shown.parents == [-1, 0, 1, 0, 3]  # one shared node
-    assert forwards == 1 and shown.agrees == [True, False, False, True, True]
-    assert [tree.tokens[j] for j in range(len(tree)) if nodes.lookup[j]] == right
-
-
-@pytest.mark.parametrize("draft_sampling", ["sample", "greedy"])
-def test_lookup_nodes_also_hang_under_drafted_nodes(draft_sampling, monkeypatch):
-    """Where the draft leaves a copied span, lookup is tried again below its likeliest new node;
-    the exact-distribution tests above run these very trees (same pair, prompt and options)."""
-    decoder = serial(SMALL_PAIR, monkeypatch, draft_sampling).decoder
-    decoder.start(LOOKUP_PROMPT, SAMPLINGS["t1"], 0)
-    tree, nodes, _, shown = decoder._grow(list(LOOKUP_PROMPT), 3, reach=8)
-    assert any(trie.anchor >= 0 and trie.tokens for trie in shown)
-    under = [tree.parents[j] for j in range(len(tree)) if nodes.lookup[j] and tree.parents[j] >= 0]
-    assert any(nodes.drafted[parent] and not nodes.lookup[parent] for parent in under)
-
-
-def test_chain_acceptance_is_learnt_by_agreement_up_to_the_first_mismatch(monkeypatch):
-    decoder = serial(SMALL_PAIR, monkeypatch, lookup="auto").decoder
-    decoder.start(LOOKUP_PROMPT, SAMPLINGS["t1"], 0)
-    chain = _Trie(-1, [5, 6, 7, 8], [-1, 0, 1, 2], agrees=[True, True, False, True])
-    decoder._learn_lookups([chain], [], [5, 6, 9, 8])
-    agreed, disagreed = decoder.chain_rates[True], decoder.chain_rates[False]
-    assert (agreed.tests, agreed.hits, disagreed.tests, disagreed.hits) == (2, 2, 1, 0)
-    decoder.start(LOOKUP_PROMPT, SAMPLINGS["t1"], 0)  # two children of the root: both tested
-    decoder._learn_lookups([_Trie(-1, [5, 7, 6], [-1, -1, 0], agrees=[True, False, False])], [], [7, 1])
-    agreed, disagreed = decoder.chain_rates[True], decoder.chain_rates[False]
-    assert (agreed.tests, agreed.hits, disagreed.tests, disagreed.hits) == (1, 0, 1, 1)
-    for path, learnt in (([3, 4], 1), ([3, 5], 0)):  # under tree node 4: only if the walk took it
-        decoder.start(LOOKUP_PROMPT, SAMPLINGS["t1"], 0)
-        decoder._learn_lookups([_Trie(4, [9], [-1], agrees=[True])], path, [2, 2, 9])
-        assert decoder.chain_rates[True].hits == pytest.approx(learnt)
-
-
-def test_sampled_children_beside_a_chain_token_are_never_that_token(monkeypatch):
-    pair = make_pair(GREEDY_TARGET, DRAFTS["partly-aligned"])
-    decoder = serial(pair, monkeypatch, "sample", "on").decoder
-    chain, checked = ar_tokens(REPEATING[0], 3), 0
-    monkeypatch.setattr(tree_module, "lookup_continuations", lambda context, num_tokens, count: [chain])
-    for seed in range(5):
-        decoder.start(REPEATING[0], SAMPLINGS["t1"], seed)
-        tree, _, _, _ = decoder._grow(list(REPEATING[0]), 1, reach=20)
-        beside = [(c, j) for c in range(3, len(tree)) for j in range(3) if tree.parents[j] == tree.parents[c]]
-        for child, link in beside:  # a sampled child and the chain token beside it
-            assert tree.tokens[child] != tree.tokens[link]
-            assert float(tree.q[child][tree.tokens[link]]) == 0.0  # drawn from q without it
-        checked += len(beside)
-    assert checked > 0
-
-
-def ar_tokens(prompt: list[int], n: int) -> list[int]:
-    config = GenerationConfig(max_new_tokens=n, ignore_eos=True)
-    return Engine(make_pair(GREEDY_TARGET, None), "ar").generate(prompt, config).token_ids
 
 
 @pytest.mark.parametrize(
@@ -288,9 +175,9 @@ def test_the_gate_learns_lookup_acceptance_from_rounds_that_spent_nothing_on_it(
     tokens, so it can reopen where the text starts repeating."""
     decoder = serial(SMALL_PAIR, monkeypatch, lookup="auto", costs=COSTLY).decoder
     decoder.start(LOOKUP_PROMPT, SAMPLINGS["t1"], 0)
-    decoder.lookup_gate = AcceptanceRate(tests=50.0, hits=0.0)
+    decoder.lookup_rates.gate = AcceptanceRate(tests=50.0, hits=0.0, decay=GATE_DECAY)
     decoder.step(list(LOOKUP_PROMPT), 8)
-    assert decoder.lookup_gate.tests > decoder.lookup_gate.decay * 50.0  # tested without a lookup node
+    assert decoder.lookup_rates.gate.tests > GATE_DECAY * 50.0  # tested without a lookup node
 
 
 # `sd --lookup`: candidates opening SD's draft block.

@@ -5,17 +5,18 @@ the device gives away almost for free is *width*: a target forward over 8-16 tok
 what one over 2-4 costs. So the branches SpecBranch would draft in parallel become a token
 tree that the target verifies in one forward (ALGORITHM.md, "Tree execution"). One round:
 
-  0. (`--lookup`) open the tree with prompt lookup's candidates (`decoders.lookup`) as a chain
-     of deterministic children from the root (`_chain`: up to N, past D, as many as would pay
-     under "auto"), and show the chain to the draft in the forward it needs anyway for the
-     uncached committed tail (`CachedModel.logits_for_tree`): one forward gives the draft's
-     distribution after the root and after every chain token, so copied tokens cost no draft
-     step. Where the draft's top token is not the chain's, copying is likely to stop: the
-     chain is valued by how often chain tokens have been accepted where the draft agreed and
-     where it did not (`chain_rates`), and cut where it stops paying (`_score_chain`);
+  0. (`--lookup`) open the tree with prompt lookup's continuations after the root
+     (`_lookup`, `decoders/tree_lookup.py`: a trie of up to 4 copies, up to N nodes, past D),
+     shown to the draft in the forward it needs anyway for the uncached committed tail
+     (`CachedModel.logits_for_tree`): one forward gives the draft's distribution after the
+     root and after every copied token, so copied tokens cost no draft step. Where the
+     draft's top token is not the copy's, copying is likely to stop: the trie's nodes are
+     valued by the draft's agreement and the acceptance seen in the request, and those that
+     pay are kept (`_score_lookup`, `_hang`);
   1. grow the tree on the draft, level by level, one batched draft forward per level
      (`CachedModel.tree_step` over the frontier; the first level is the forward of step 0,
-     over the root and every chain node): a node gets k children,
+     over the root and every lookup node; before each later one, lookup runs again below the
+     level's likeliest new node and its trie rides in that forward): a node gets k children,
      k = max(1, floor(k_max * (1 - max q))) (SpecBranch's rule: branch where the draft is
      unsure), the draft's top-k (deterministic) or k draws without replacement from its processed
      q (sampled). Children are kept best first, up to `nodes` nodes and `depth` levels, by their
@@ -31,9 +32,9 @@ tree that the target verifies in one forward (ALGORITHM.md, "Tree execution"). O
      acceptance is its path probability with each factor calibrated by the acceptance the
      walks observed so far in the request (`Calibration`), and at greedy decoding a round's
      seconds include its measured unmodelled time (`overhead`). Without curves the tree
-     fills N nodes and D levels. A chain node's drafted children exclude its chain child's
-     token (sampled ones are drawn from q without it), and the chain child counts as drafted
-     where it is among the draft's top k;
+     fills N nodes and D levels. A node's drafted children exclude its lookup children's
+     tokens (sampled ones are drawn from q without them), and a lookup child counts as
+     drafted where it is among the draft's top k;
   2. one target forward over the uncached committed tail and every node, with a tree attention
      mask (`CachedModel.logits_for_tree`): p after the root and after each node;
   3. walk the tree from the root (`verify.verify_tree`, rule 3, 4 or both): commit the accepted path
@@ -57,7 +58,8 @@ import torch
 from specbranch.config import SamplingParams
 from specbranch.costs import CostCurve, best_prefix
 from specbranch.decoders.base import SerialDecoder
-from specbranch.decoders.lookup import AcceptanceRate, lookup_continuations, matches
+from specbranch.decoders.lookup import lookup_continuations
+from specbranch.decoders.tree_lookup import LOOKUP_BRANCHES, LookupRates, LookupTrie, build_trie, feed, score
 from specbranch.metrics import BRANCH, DRAFT, LOOKUP, TARGET, GenerationMetrics, RoundStats
 from specbranch.policies import DraftPolicy, RoundFeedback
 from specbranch.runner import CachedModel
@@ -66,28 +68,6 @@ from specbranch.tree import TokenTree
 from specbranch.verify import verify_tree
 
 OVERHEAD_DECAY = 0.9  # weight of the past in the running mean of a round's unmodelled seconds
-LOOKUP_BRANCHES = 4  # continuations of different earlier occurrences the draft is shown
-LOOKUP_GATE_DECAY = 0.5  # weight of the past in the lookup gate's acceptance rate, per round
-
-
-@dataclass
-class _Trie:
-    """Prompt lookup's nodes as the round shows them to the draft, hanging under tree node
-    `anchor` (-1: the root): `tokens`, `parents` (-1: the anchor; parents first), `first` the
-    likeliest continuation they were built from; then what the draft made of them
-    (`_score_lookup`): whether its top token at the parent was the node's (`agrees`), its
-    probability there (`q`) and the node's value (the probability the walk accepts it)."""
-
-    anchor: int
-    tokens: list[int]
-    parents: list[int]
-    first: list[int] = field(default_factory=list)
-    agrees: list[bool] = field(default_factory=list)
-    q: list[float] = field(default_factory=list)
-    values: list[float] = field(default_factory=list)
-
-    def as_tree(self) -> TokenTree:
-        return TokenTree(self.tokens, self.parents)
 
 
 @dataclass(frozen=True)
@@ -201,11 +181,7 @@ class TreeDecoder(SerialDecoder):
         super().start(prompt_ids, sampling, seed)
         self.sampled = self.draft_sampling == "sample" and not sampling.greedy
         self.calibration = Calibration()
-        # How often lookup's candidates are accepted (`matches`); the past weighs little: a
-        # copied span starts and ends at once, and the gate must open within a round or two.
-        self.lookup_gate = AcceptanceRate(decay=LOOKUP_GATE_DECAY)
-        # ... and how often those the draft has seen are, by whether it agreed (its top token)
-        self.chain_rates = {True: AcceptanceRate(), False: AcceptanceRate()}
+        self.lookup_rates = LookupRates()  # how often lookup's tokens are accepted
         self.overhead = 0.0  # seconds a round takes beyond its modelled forwards (a running mean)
         self.rounds = self.tree_nodes = self.tree_depth = 0
         self.depth_tested = [0] * (self.budget.depth + 1)
@@ -227,8 +203,7 @@ class TreeDecoder(SerialDecoder):
         fed = [slots[j] for j in verdict.path if j in slots]  # the path's nodes the draft has KV for
         self.draft.keep_branch(fed, path_tokens[: len(fed)])
         verified = len(verdict.path) + (self._learn(tree, nodes, verdict.path) > len(verdict.path))
-        self.lookup_gate.learn(*matches(shown[0].first, verdict.committed))
-        self._learn_lookups(shown, verdict.path, verdict.committed)
+        self.lookup_rates.learn(shown, verdict.path, verdict.committed)
         elapsed = time.perf_counter() - start
         # Learnt from wall time only at greedy decoding, whose output no tree shape changes: a
         # sampled request's trees must depend on its seed and the cached curves alone, so the
@@ -284,49 +259,32 @@ class TreeDecoder(SerialDecoder):
 
     def _lookup(
         self, seq: list[int], tree: TokenTree, nodes: _Nodes, anchor: int, reach: int, width: int
-    ) -> _Trie:
-        """The lookup nodes to show the draft under `anchor` (-1: the root) in a forward already
-        `width` wide: prompt lookup's continuations of the context up to it
-        (`decoders.lookup.lookup_continuations`, the likeliest first; LOOKUP_BRANCHES of them at
-        the root, one below) as deterministic children, merged where they share a prefix, each
-        up to its first EOS, within N nodes and the reach. Lookup nodes cost no draft step, only
-        verify slots and width in a draft forward, so they may reach past D. With "auto" and
-        cost curves each is as long as the likeliest would pay for those, its i-th token guessed
-        accepted with probability a^i: a = lookup's acceptance rate in this request
-        (`lookup_gate`), and at the root the larger of that and its rate where the draft agreed
-        (a copy the draft agrees with goes on being accepted; `_score_lookup` cuts where it
-        does not). "on": whole. At the root the likeliest continuation is found even when none
-        of it pays: the gate learns from it."""
+    ) -> LookupTrie:
+        """The lookup trie to show the draft under `anchor` (-1: the root) in a forward already
+        `width` wide (`tree_lookup.build_trie`): prompt lookup's continuations of the context up
+        to it (`decoders.lookup.lookup_continuations`, the likeliest first; LOOKUP_BRANCHES at
+        the root, one below), within N nodes and the reach. Lookup nodes cost no draft step,
+        only verify slots and width in a draft forward, so they may reach past D. With "auto"
+        and cost curves each is as long as the likeliest would pay for those, its i-th token
+        guessed accepted with probability a^i: a = lookup's acceptance rate in this request
+        (the gate), and at the root the larger of that and its rate where the draft agreed (a
+        copy the draft agrees with goes on being accepted; `_score_lookup` cuts where it does
+        not). "on": whole. At the root the likeliest continuation is found even when none of it
+        pays: the gate learns from it."""
         path = tree.path(anchor)
         room = min(reach - len(path), self.budget.nodes - len(tree))
-        length, target = room, self.budget.target
+        length, target, rates = room, self.budget.target, self.lookup_rates
         if self.lookup == "auto" and target is not None:
-            rate = self.lookup_gate.rate
-            if anchor < 0:
-                rate = max(rate, self.chain_rates[True].rate)
+            rate = rates.gate.rate if anchor >= 0 else max(rates.gate.rate, rates.agreed.rate)
             base = nodes.value[anchor] if anchor >= 0 else 1.0
             values = [base * rate ** (i + 1) for i in range(room)]
             so_far = self._so_far(tree, nodes)
             length = best_prefix(values, *so_far, len(tree), target, self.budget.draft, width)
-        trie = _Trie(anchor, [], [])
         if self.lookup == "off" or (length < 1 and anchor >= 0):
-            return trie
+            return LookupTrie(anchor, [], [])
         context = seq + [tree.tokens[a] for a in path]
         copies = lookup_continuations(context, num_tokens=room, count=LOOKUP_BRANCHES if anchor < 0 else 1)
-        trie.first, index = copies[0] if copies else [], {}
-        for copy in copies:
-            node = -1
-            for token in copy[:length]:
-                if (node, token) not in index:
-                    if len(trie.tokens) == room:
-                        break
-                    index[node, token] = len(trie.tokens)
-                    trie.tokens.append(token)
-                    trie.parents.append(node)
-                node = index[node, token]
-                if token in self.eos_ids:
-                    break
-        return trie
+        return build_trie(anchor, copies, length, room, self.eos_ids)
 
     def _so_far(self, tree: TokenTree, nodes: _Nodes) -> tuple[float, float]:
         """The tree's expected committed tokens (the bonus or correction plus its nodes' values)
@@ -336,7 +294,7 @@ class TreeDecoder(SerialDecoder):
 
     def _grow(
         self, seq: list[int], depth: int, reach: int
-    ) -> tuple[TokenTree, _Nodes, dict[int, int], list[_Trie]]:
+    ) -> tuple[TokenTree, _Nodes, dict[int, int], list[LookupTrie]]:
         """The round's tree after seq: lookup nodes under the root that pay, then the draft's
         children level by level (at most `depth` levels, no node deeper than `reach`), and
         before each level's draft forward lookup nodes under its likeliest new node; its nodes'
@@ -344,7 +302,7 @@ class TreeDecoder(SerialDecoder):
         (the root's first)."""
         tree, nodes = TokenTree([], [], [] if self.sampled else None), _Nodes()
         slots: dict[int, int] = {}
-        shown: list[_Trie] = []
+        shown: list[LookupTrie] = []
         # What a round costs beyond its forwards (sampling, verification, the committed context
         # the probe's short one lacks) counts as spent: it makes every drafted token cheaper.
         nodes.spent = self.overhead
@@ -367,15 +325,15 @@ class TreeDecoder(SerialDecoder):
             anchor = max(frontier, key=lambda j: nodes.value[j])
             trie = self._lookup(seq, tree, nodes, anchor, reach, len(frontier))
             base = self.draft.cache_length()
-            logits = self.draft.tree_step(*_feed(tree, frontier, trie, slots, base))  # [m + L, V]
+            logits = self.draft.tree_step(*feed(tree, frontier, trie, slots, base))  # [m + L, V]
             slots.update({j: base + i for i, j in enumerate(frontier)})
             first = base + len(frontier)  # the trie's first cache slot
             frontier, logits, raw = self._hang(trie, frontier, logits, tree, nodes, slots, first, shown)
         return tree, nodes, slots, shown
 
     def _hang(
-        self, trie: _Trie, frontier: list[int], logits: torch.Tensor, tree: TokenTree, nodes: _Nodes,
-        slots: dict[int, int], first: int, shown: list[_Trie],
+        self, trie: LookupTrie, frontier: list[int], logits: torch.Tensor, tree: TokenTree, nodes: _Nodes,
+        slots: dict[int, int], first: int, shown: list[LookupTrie],
     ) -> tuple[list[int], torch.Tensor, torch.Tensor]:
         """After a draft forward over `frontier` and then `trie`'s nodes (logits [m + L, V], the
         trie's nodes from cache slot `first` on): append the trie's nodes that pay to the tree
@@ -398,57 +356,20 @@ class TreeDecoder(SerialDecoder):
         rows = list(range(m)) + [m + j for j in kept]
         return frontier + [index[j] for j in kept], logits[rows], raw[rows]
 
-    def _score_lookup(self, trie: _Trie, raw: torch.Tensor, tree: TokenTree, nodes: _Nodes) -> list[int]:
-        """Value the lookup nodes now that the draft has seen them (filling the trie's `agrees`,
-        `q` and `values`), and pick those worth verifying: their indices, parents first.
-
-        raw: [1 + L, V], the draft's distributions after the anchor and after each lookup node.
-        A lookup token is accepted, given its parent was, as often as lookup tokens have been
-        in this request where the draft's top token was (or was not) the same (`chain_rates`):
-        the draft tells where a copied span stops being copied, and which of several copies goes
-        on; and at least as often as a drafted node with the draft's probability of that token
-        (`Calibration.accept`). With "auto" and cost curves the nodes kept are the most valuable
-        ones that pay for their verify slots (`costs.best_prefix`; a node is worth at most its
-        parent, so they include their ancestors); otherwise all."""
-        if not trie.tokens:
-            return []
-        anchor = nodes.value[trie.anchor] if trie.anchor >= 0 else 1.0  # the anchor's value
-        rows = torch.tensor([1 + parent for parent in trie.parents], device=raw.device)  # [L]
-        tokens = torch.tensor(trie.tokens, device=raw.device)  # [L]
-        trie.agrees = (raw.argmax(-1)[rows] == tokens).tolist()
-        trie.q = raw[rows, tokens].tolist()
-        for j, (parent, agreed) in enumerate(zip(trie.parents, trie.agrees, strict=True)):
-            base = trie.values[parent] if parent >= 0 else anchor
-            accept = self.calibration.accept(trie.q[j])
-            trie.values.append(base * (accept if agreed else max(self.chain_rates[False].rate, accept)))
+    def _score_lookup(self, trie: LookupTrie, raw: torch.Tensor, tree: TokenTree, nodes: _Nodes) -> list[int]:
+        """Value the trie's nodes now that the draft has seen them (`tree_lookup.score`; raw:
+        [1 + L, V], the draft's distributions after the anchor and after each trie node) and
+        pick those worth verifying: their indices, parents first. With "auto" and cost curves
+        the most valuable ones that pay for their verify slots (`costs.best_prefix`; a node is
+        worth at most its parent, so they include their ancestors); otherwise all."""
+        anchor = nodes.value[trie.anchor] if trie.anchor >= 0 else 1.0
+        score(trie, raw, anchor, self.calibration.accept, self.lookup_rates.disagreed.rate)
         target, order = self.budget.target, range(len(trie.tokens))
         if self.lookup == "auto" and target is not None:
             order = sorted(order, key=lambda j: (-trie.values[j], j))
             values = [trie.values[j] for j in order]
             order = order[: best_prefix(values, *self._so_far(tree, nodes), len(tree), target)]
         return sorted(order)
-
-    def _learn_lookups(self, shown: list[_Trie], path: list[int], committed: list[int]) -> None:
-        """Count the lookup tokens the draft saw against the committed tokens, by whether the
-        draft agreed with them (`chain_rates`): for each trie whose anchor the walk accepted
-        (or the root's), along the committed path through it every lookup child of a node the
-        path reached is a test, a hit where it is the committed token."""
-        tests, hits = {True: 0, False: 0}, {True: 0, False: 0}
-        for trie in shown:
-            if trie.anchor >= 0 and trie.anchor not in path:
-                continue
-            node = -1
-            for token in committed[path.index(trie.anchor) + 1 if trie.anchor >= 0 else 0 :]:
-                children = [j for j, parent in enumerate(trie.parents) if parent == node]
-                for j in children:
-                    tests[trie.agrees[j]] += 1
-                    hits[trie.agrees[j]] += trie.tokens[j] == token
-                node = next((j for j in children if trie.tokens[j] == token), None)
-                if node is None:
-                    break
-        for agreed, rate in self.chain_rates.items():
-            if tests[agreed]:
-                rate.learn(tests[agreed], hits[agreed])
 
     def _propose(
         self, tree: TokenTree, nodes: _Nodes, frontier: list[int], logits: torch.Tensor,
@@ -547,25 +468,6 @@ class TreeDecoder(SerialDecoder):
     def _add(tree: TokenTree, nodes: _Nodes, chosen: list[_Candidate]) -> list[int]:
         """Append the draft's chosen children to the tree; their node indices."""
         return [_append(tree, nodes, c, drafted=True) for c in chosen]
-
-
-def _feed(
-    tree: TokenTree, frontier: list[int], trie: _Trie, slots: dict[int, int], base: int
-) -> tuple[list[int], list[list[int]], list[int]]:
-    """`CachedModel.tree_step`'s arguments for one draft forward over a level's new nodes and
-    then a lookup trie under one of them, all from cache slot `base` on: tokens, each one's
-    ancestors' slots, and its depth below the committed prefix (minus one)."""
-    own = {j: base + i for i, j in enumerate(frontier)}
-    tokens = [tree.tokens[j] for j in frontier] + trie.tokens
-    ancestors = [[slots[a] for a in tree.path(j)[:-1]] for j in frontier]
-    depths = [len(tree.path(j)) - 1 for j in frontier]
-    if trie.tokens:
-        above = [slots[a] for a in tree.path(trie.anchor)[:-1]] + [own[trie.anchor]]
-        shape, after = trie.as_tree(), base + len(frontier)
-        for j in range(len(trie.tokens)):
-            ancestors.append(above + [after + a for a in shape.path(j)[:-1]])
-            depths.append(len(above) + len(shape.path(j)) - 1)
-    return tokens, ancestors, depths
 
 
 def _append(tree: TokenTree, nodes: _Nodes, c: _Candidate, drafted: bool = False) -> int:
