@@ -90,8 +90,8 @@ MUTANTS = [
                 "    r = p_b\n    for i, root in enumerate(roots):\n"
                 "        if (_FIRST.pop() if i == 0 and _FIRST else uniform(generator)) <",
             ),
-            ("from specbranch.sampling import sample, uniform\n",
-             "from specbranch.sampling import sample, uniform\n\n_FIRST: list = []\n"),
+            ("from specbranch.sampling import sample, uniform, without\n",
+             "from specbranch.sampling import sample, uniform, without\n\n_FIRST: list = []\n"),
         ),
     ),
     Mutant(
