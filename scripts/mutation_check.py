@@ -126,12 +126,12 @@ MUTANTS = [
         "SD drops drafted tokens from the first one the target finds less likely than the draft",
         "decoders/sd.py",
         ((
-            "        if self.sampled_drafts and q_rows:\n",
+            "        sampled = self.sampled_drafts and bool(q_rows)\n",
             "        drafts = tokens[fixed:]\n"
             "        cut = next((i for i, x in enumerate(drafts) if p[fixed + i][x] < q_rows[i][x]), "
             "len(drafts))\n"
             "        tokens, q_rows, p = tokens[: fixed + cut], q_rows[:cut], p[: fixed + cut + 1]\n"
-            "        if self.sampled_drafts and q_rows:\n",
+            "        sampled = self.sampled_drafts and bool(q_rows)\n",
         ),),
     ),
     Mutant(
@@ -234,6 +234,61 @@ MUTANTS = [
           "            tokens, rows = sample_without_replacement(q, k, self.draft_gen)\n"
           "            kept = [i for i, t in enumerate(tokens) if t not in taken]\n"
           "            tokens, rows = [tokens[i] for i in kept], [rows[i] for i in kept]"),),
+    ),
+    Mutant(
+        "tree-target-ignores-temperature",
+        "serial trees' target side drops the temperature (top-k and top-p kept)",
+        "decoders/tree.py",
+        (("        p = process_logits(self.target.logits_for_tree(seq, tree), self.sampling)",
+          "        p = process_logits(self.target.logits_for_tree(seq, tree), type(self.sampling)("
+          "float(self.sampling.temperature > 0), self.sampling.top_k, self.sampling.top_p))"),),
+    ),
+    Mutant(
+        "tree-q-rows-at-temperature-1",
+        "sampled tree children are drawn from the processed q but tested against the draft's raw softmax",
+        "decoders/tree.py",
+        (("            tokens, rows = sample_without_replacement(without(q, taken), k, self.draft_gen)",
+          "            tokens, _ = sample_without_replacement(without(q, taken), k, self.draft_gen)\n"
+          "            rows = [without(raw, taken + tokens[:i]) for i in range(len(tokens))]"),),
+    ),
+    Mutant(
+        "tree-mixed-recovers-with-first-draw",
+        "at a mixed node whose children all fail, the draw that missed the deterministic children is "
+        "committed instead of a sample of rule 4's last residual",
+        "verify.py",
+        ((
+            "            nxt, y = _sampled_children(without(row, [tree.tokens[c] for c in fixed]), "
+            "tree, drawn, generator)",
+            "            nxt, y2 = _sampled_children(without(row, [tree.tokens[c] for c in fixed]), "
+            "tree, drawn, generator)\n"
+            "            y = y2 if nxt is not None or y is None else y",
+        ),),
+    ),
+    Mutant(
+        "sd-lookup-correction-keeps-token",
+        "SD accepts a lookup token beside sampled drafts with probability p(x) but draws the correction "
+        "from p with x still in it",
+        "decoders/sd.py",
+        ((
+            "            accepted, nxt = verify_sampled_block(p, torch.stack(rows), tokens, self.verify_gen)",
+            "            accepted = next((i for i in range(fixed) if uniform(self.verify_gen) >= "
+            "float(p[i][tokens[i]])), fixed)\n"
+            "            if accepted < fixed:\n"
+            "                nxt = sample(p[accepted], self.verify_gen)\n"
+            "            else:\n"
+            "                more, nxt = verify_sampled_block(\n"
+            "                    p[fixed:], torch.stack(q_rows), tokens[fixed:], self.verify_gen)\n"
+            "                accepted += more",
+        ), ("from specbranch.sampling import process_logits, sample\n",
+            "from specbranch.sampling import process_logits, sample, uniform\n")),
+    ),
+    Mutant(
+        "sd-lookup-rows-after-drafts",
+        "SD's block of lookup tokens then sampled drafts lists the lookup tokens' point masses after "
+        "the draft rows",
+        "decoders/sd.py",
+        (("            rows = [one_hot(x, p) for x in tokens[:fixed]] + q_rows",
+          "            rows = q_rows + [one_hot(x, p) for x in tokens[:fixed]]"),),
     ),
     Mutant(
         "near-point-mass-not-drawn",

@@ -21,7 +21,9 @@ branch point, and across rounds.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import pytest
 from helpers import exact_sequence_distribution, forced_predictor, make_pair, perturbed, tiny_model
@@ -31,9 +33,11 @@ from specbranch.config import GenerationConfig, ParallelConfig, SamplingParams, 
 from specbranch.engine import Engine
 from specbranch.hrad.classes import HradClass
 from specbranch.hrad.keeper import PredictorKeeper
+from specbranch.metrics import GenerationMetrics
 from specbranch.policies import POLICIES
 from specbranch.runtime import build_parallel
 from specbranch.sampling import process_logits
+from specbranch.verify import DETERMINISTIC, SAMPLED, SIBLING
 
 TOLERANCE = 1e-6
 TARGET = tiny_model(vocab=4, seed=0, layers=1, hidden=16, init=0.3)
@@ -58,10 +62,28 @@ PARALLEL = {
 EngineOrFactory = Engine | Callable[[], Engine]
 
 
+@dataclass
+class Enumerated:
+    """What an enumeration found: the exact distribution of the first tokens (`got`), the
+    oracle, the metrics of every run merged (`metrics`: `verify_tests` says which paths through
+    the rules ran, the H-RAD and tree counters which decisions were taken), the origins of every
+    committed token, and in how many runs each kind of test ran at least once (`runs_with`)."""
+
+    got: dict
+    oracle: Enumerator
+    metrics: GenerationMetrics
+    origins: Counter
+    runs_with: Counter
+
+    @property
+    def tests(self) -> dict[str, int]:
+        return self.metrics.verify_tests
+
+
 def exact(
-    engine: EngineOrFactory, sampling: SamplingParams, length: int, monkeypatch
-) -> tuple[dict, Enumerator]:
-    """The exact distribution of the first `length` tokens, and the oracle that found it.
+    engine: EngineOrFactory, sampling: SamplingParams, length: int, monkeypatch, prompt: list[int] = PROMPT
+) -> Enumerated:
+    """The exact distribution of the first `length` tokens after `prompt`, and what the runs did.
 
     engine: one engine for every run, or a factory called per run (a draft-length policy learns
     across requests, so its runs need fresh state to be deterministic given their outcomes).
@@ -69,33 +91,51 @@ def exact(
     oracle = Enumerator()
     install(monkeypatch, oracle)
     config = GenerationConfig(max_new_tokens=length, sampling=sampling, ignore_eos=True)
+    found = Enumerated({}, oracle, GenerationMetrics(), Counter(), Counter())
 
     def run() -> tuple[int, ...]:
         fresh = engine if isinstance(engine, Engine) else engine()
-        return tuple(fresh.generate(PROMPT, config).token_ids)
+        result = fresh.generate(prompt, config)
+        found.metrics.merge(result.metrics)
+        found.origins.update(result.origins)
+        found.runs_with.update(result.metrics.verify_tests)
+        return tuple(result.token_ids)
 
-    got = oracle.distribution(run)
+    found.got = oracle.distribution(run)
     monkeypatch.undo()
-    return got, oracle
+    return found
 
 
-def target_distribution(sampling: SamplingParams, length: int) -> dict:
+def target_distribution(sampling: SamplingParams, length: int, prompt: list[int] = PROMPT) -> dict:
     process = lambda logits: process_logits(logits, sampling)  # noqa: E731
-    return exact_sequence_distribution(TARGET, PROMPT, length, process)
+    return exact_sequence_distribution(TARGET, prompt, length, process)
 
 
-def assert_exact(engine: EngineOrFactory, sampling: SamplingParams, length: int, monkeypatch) -> None:
-    got, oracle = exact(engine, sampling, length, monkeypatch)
-    assert max_difference(got, target_distribution(sampling, length)) < TOLERANCE
-    assert oracle.reused == 0, "a uniform decided two accept/reject tests"
-    assert oracle.runs > 1
+def assert_exact(
+    engine: EngineOrFactory, sampling: SamplingParams, length: int, monkeypatch, prompt: list[int] = PROMPT
+) -> Enumerated:
+    """The engine's exact distribution equals the target's, every uniform decides one test, and
+    the runs took more than one random path; what the runs did, for the caller's path checks."""
+    found = exact(engine, sampling, length, monkeypatch, prompt)
+    assert max_difference(found.got, target_distribution(sampling, length, prompt)) < TOLERANCE
+    assert found.oracle.reused == 0, "a uniform decided two accept/reject tests"
+    assert found.oracle.runs > 1
+    return found
+
+
+def assert_ran(found: Enumerated, *kinds: str) -> None:
+    """Each kind of verification test (`verify.TESTS`) ran in some generation of the enumeration:
+    the path a test claims to cover was taken, whatever its prompt, budget or defaults."""
+    missing = [kind for kind in kinds if not found.runs_with[kind]]
+    assert not missing, f"no generation ran a {missing} test (ran: {dict(found.tests)})"
 
 
 @pytest.mark.parametrize("draft_sampling", ["sample", "greedy"])
 @pytest.mark.parametrize("sampling", SAMPLINGS, ids=list(SAMPLINGS))
 def test_sd_is_exact(sampling, draft_sampling, monkeypatch):
     spec = SpeculativeConfig(gamma=2, draft_sampling=draft_sampling)
-    assert_exact(Engine(PAIR, "sd", spec), SAMPLINGS[sampling], 3, monkeypatch)
+    found = assert_exact(Engine(PAIR, "sd", spec), SAMPLINGS[sampling], 3, monkeypatch)
+    assert_ran(found, SAMPLED if draft_sampling == "sample" else DETERMINISTIC)
 
 
 @pytest.mark.parametrize("draft_sampling", ["sample", "greedy"])
@@ -104,7 +144,11 @@ def test_sd_is_exact(sampling, draft_sampling, monkeypatch):
 def test_parallel_methods_are_exact(method, sampling, draft_sampling, monkeypatch):
     spec = SpeculativeConfig(draft_sampling=draft_sampling)
     with Engine(PAIR, method, spec, **PARALLEL[method]) as engine:
-        assert_exact(engine, SAMPLINGS[sampling], 2, monkeypatch)
+        found = assert_exact(engine, SAMPLINGS[sampling], 2, monkeypatch)
+    # A branch point verified (and, sampled, SpecBranch's later roots tested against residuals).
+    assert found.metrics.branch_rounds > 0
+    sampled = [SAMPLED] + [SIBLING] * (method == "specbranch")
+    assert_ran(found, *([DETERMINISTIC] if draft_sampling == "greedy" else sampled))
 
 
 @pytest.mark.parametrize("policy", POLICIES)
@@ -128,7 +172,8 @@ def test_hrad_with_each_class_forced_is_exact(label, sampling, monkeypatch):
     config = ParallelConfig(**PARALLEL["specbranch"])
     decoder = build_parallel(PAIR, "specbranch", SpeculativeConfig(), config, PredictorKeeper(predictor))
     with Engine.from_decoder(PAIR, "specbranch", decoder) as engine:
-        assert_exact(engine, params, 2, monkeypatch)
+        found = assert_exact(engine, params, 2, monkeypatch)
+    assert getattr(found.metrics, label.counter) > 0, "the forced class never decided a branch"
 
 
 def test_the_cases_branch_and_keep_pending_tokens(monkeypatch):
@@ -156,6 +201,6 @@ def test_every_accept_test_draws_a_fresh_uniform(method, monkeypatch):
     accept/reject test compares its own uniform, and every uniform drawn decides one test."""
     options = PARALLEL.get(method, {})
     with Engine(PAIR, method, SpeculativeConfig(gamma=2), **options) as engine:
-        _, oracle = exact(engine, SAMPLINGS["t1"], 3 if method == "sd" else 2, monkeypatch)
+        oracle = exact(engine, SAMPLINGS["t1"], 3 if method == "sd" else 2, monkeypatch).oracle
     assert oracle.reused == 0
     assert oracle.tests == oracle.uniforms > oracle.runs  # more than one test per run on average

@@ -21,10 +21,9 @@ candidate against committed token, whether verified or not).
 from __future__ import annotations
 
 import pytest
-from helpers import exact_sequence_distribution, make_pair, perturbed, tiny_model
-from oracle import Enumerator, install, max_difference
+from helpers import make_pair, perturbed, tiny_model
 from test_exact_distribution import PAIR as SMALL_PAIR
-from test_exact_distribution import SAMPLINGS, TARGET, TOLERANCE, exact, target_distribution
+from test_exact_distribution import SAMPLINGS, TARGET, assert_exact, assert_ran, exact
 from test_tree_decoder import WIDE
 
 from specbranch.config import GenerationConfig, SpeculativeConfig
@@ -34,9 +33,10 @@ from specbranch.decoders.tree import _Nodes
 from specbranch.decoders.tree_lookup import GATE_DECAY, LookupRates
 from specbranch.engine import Engine
 from specbranch.errors import SpecBranchError
+from specbranch.metrics import DRAFT, LOOKUP
 from specbranch.runtime import assembly
-from specbranch.sampling import process_logits
 from specbranch.tree import TokenTree
+from specbranch.verify import DETERMINISTIC, MIXED, POINT_MASS, SIBLING
 
 
 def test_the_longest_suffix_with_an_earlier_occurrence_wins():
@@ -66,6 +66,7 @@ def test_no_earlier_occurrence_proposes_nothing(context):
 
 
 REPEATING = [[3, 17, 42, 8, 8, 1, 60, 22, 9, 3, 17, 42, 8], [5, 6, 5, 6, 5, 6, 5]]
+LOOKUP_PROMPT = [1, 2, 1, 2, 1]  # repeats: lookup proposes from the first round on
 
 
 @pytest.mark.parametrize("prompt", REPEATING)
@@ -77,12 +78,11 @@ def test_lookup_greedy_output_equals_ar(prompt):
     assert result.metrics.accepted_tokens > 0 and result.metrics.mean_accepted_length > 1.0
 
 
-@pytest.mark.parametrize("sampling", ["t1", "topk2"])
+@pytest.mark.parametrize("sampling", ["t0.7", "topk2"])
 def test_lookup_sampled_output_is_exactly_the_targets(sampling, monkeypatch):
     engine = Engine(make_pair(TARGET, None), "lookup")
-    got, oracle = exact(engine, SAMPLINGS[sampling], 3, monkeypatch)
-    assert max_difference(got, target_distribution(SAMPLINGS[sampling], 3)) < TOLERANCE
-    assert oracle.reused == 0 and oracle.runs > 1
+    found = assert_exact(engine, SAMPLINGS[sampling], 3, monkeypatch, LOOKUP_PROMPT)
+    assert found.origins[LOOKUP] > 0  # candidates were verified and accepted
 
 
 def test_lookup_takes_no_draft_options():
@@ -97,10 +97,13 @@ GREEDY_TARGET = tiny_model(seed=1)
 DRAFTS = {"partly-aligned": perturbed(GREEDY_TARGET, 0.01, seed=2), "unaligned": tiny_model(seed=7)}
 
 
-def serial(pair, monkeypatch, draft_sampling: str = "sample", lookup: str = "on", costs=WIDE) -> Engine:
+def serial(
+    pair, monkeypatch, draft_sampling: str = "sample", lookup: str = "on", costs=WIDE, **options
+) -> Engine:
     monkeypatch.setattr(assembly, "placement_costs", lambda pair, *threads: costs)
     spec = SpeculativeConfig(draft_sampling=draft_sampling)
-    return Engine(pair, "specbranch", spec, execution="serial", lookup=lookup, tree_nodes=12, max_draft_len=5)
+    tree = {"tree_nodes": 12, "max_draft_len": 5} | options
+    return Engine(pair, "specbranch", spec, execution="serial", lookup=lookup, **tree)
 
 
 @pytest.mark.parametrize("lookup", ["on", "auto"])
@@ -123,29 +126,25 @@ def test_lookup_branches_carry_tokens_an_unaligned_draft_misses(monkeypatch):
     assert with_lookup.mean_accepted_length > without.mean_accepted_length
 
 
-LOOKUP_PROMPT = [1, 2, 1, 2, 1]  # repeats: lookup proposes from the first round on
-
-
-def assert_exact_on_the_lookup_prompt(engine: Engine, sampling: str, monkeypatch) -> None:
-    """The engine's exact distribution of 3 tokens after LOOKUP_PROMPT (every random outcome
-    enumerated) equals the target's."""
-    params = SAMPLINGS[sampling]
-    oracle = Enumerator()
-    install(monkeypatch, oracle)
-    config = GenerationConfig(max_new_tokens=3, sampling=params, ignore_eos=True)
-    got = oracle.distribution(lambda: tuple(engine.generate(LOOKUP_PROMPT, config).token_ids))
-    monkeypatch.undo()
-    process = lambda logits: process_logits(logits, params)  # noqa: E731
-    expected = exact_sequence_distribution(TARGET, LOOKUP_PROMPT, 3, process)
-    assert max_difference(got, expected) < TOLERANCE
-    assert oracle.reused == 0 and oracle.runs > 1
-
-
-@pytest.mark.parametrize("sampling", ["t1", "topk2"])
+@pytest.mark.parametrize("sampling", SAMPLINGS)
 @pytest.mark.parametrize("draft_sampling", ["sample", "greedy"])
 def test_lookup_branches_keep_the_exact_distribution(sampling, draft_sampling, monkeypatch):
-    """Sampled drafting puts lookup's deterministic nodes beside sampled children: the mixed rule."""
-    assert_exact_on_the_lookup_prompt(serial(SMALL_PAIR, monkeypatch, draft_sampling), sampling, monkeypatch)
+    """Every temperature, top-k and top-p. Sampled drafting puts lookup's deterministic nodes
+    beside sampled children (the mixed rule, with later siblings tested against residuals:
+    k_max 8 makes the draft branch); greedy drafting puts them beside the draft's top-k."""
+    engine = serial(SMALL_PAIR, monkeypatch, draft_sampling, tree_nodes=4, max_draft_len=2, k_max=8)
+    found = assert_exact(engine, SAMPLINGS[sampling], 2, monkeypatch, LOOKUP_PROMPT)
+    assert found.origins[LOOKUP] > 0
+    assert_ran(found, *([MIXED, SIBLING] if draft_sampling == "sample" else [DETERMINISTIC]))
+
+
+def test_lookup_branches_keep_the_exact_distribution_over_two_rounds(monkeypatch):
+    """Three tokens from larger trees (N 12, D 5): the second round's tree, lookup again below
+    drafted nodes and the rates the first round taught, at a temperature other than 1."""
+    engine = serial(SMALL_PAIR, monkeypatch, "sample")
+    found = assert_exact(engine, SAMPLINGS["t1.3"], 3, monkeypatch, LOOKUP_PROMPT)
+    assert found.metrics.target_forwards > found.oracle.runs  # runs that took a second round
+    assert_ran(found, MIXED, SIBLING)
 
 
 COSTLY = Placement(*(CostCurve(((1, s), (64, 4 * s))) for s in (1.0, 0.02, 1.0, 0.02)))  # a slot costs
@@ -198,11 +197,28 @@ def test_sd_with_lookup_keeps_greedy_output_equal_to_ar(draft_name, draft_sampli
         assert engine.generate(prompt, config).token_ids == expected
 
 
-@pytest.mark.parametrize("sampling", ["t1", "topk2"])
+SD_MIXED_PROMPT = [3, 1, 1]  # lookup proposes one token (the 1 after the first 1): drafts fill the block
+
+
+@pytest.mark.parametrize("sampling", SAMPLINGS)
 @pytest.mark.parametrize("draft_sampling", ["sample", "greedy"])
 def test_sd_with_lookup_keeps_the_exact_distribution(sampling, draft_sampling, monkeypatch):
-    """Lookup tokens then sampled drafts in one block: rule 1 with the lookup tokens' point mass."""
-    assert_exact_on_the_lookup_prompt(sd(SMALL_PAIR, "on", draft_sampling, gamma=3), sampling, monkeypatch)
+    """Lookup tokens then drafts in one block. Sampled drafts: rule 1 with the lookup tokens'
+    point masses, asserted to run (rounds that mixed lookup and draft tokens, `POINT_MASS`
+    tests; with a prompt whose candidates filled the room there would be none)."""
+    engine = sd(SMALL_PAIR, "on", draft_sampling, gamma=3)
+    found = assert_exact(engine, SAMPLINGS[sampling], 3, monkeypatch, SD_MIXED_PROMPT)
+    assert found.origins[LOOKUP] > 0 and found.origins[DRAFT] > 0
+    assert_ran(found, POINT_MASS if draft_sampling == "sample" else DETERMINISTIC)
+
+
+def test_the_mixed_round_check_fails_where_lookup_fills_the_block(monkeypatch):
+    """The path check is not vacuous: on a prompt whose candidates fill a 3-token budget's room,
+    no round mixes lookup and draft tokens, and `assert_ran` says so."""
+    found = exact(sd(SMALL_PAIR, "on", gamma=3), SAMPLINGS["t1"], 3, monkeypatch, LOOKUP_PROMPT)
+    assert found.runs_with[POINT_MASS] == 0
+    with pytest.raises(AssertionError, match="point-mass"):
+        assert_ran(found, POINT_MASS)
 
 
 def test_sd_lookup_carries_tokens_an_unaligned_draft_misses():

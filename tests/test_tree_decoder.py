@@ -6,11 +6,16 @@ forward, `decoders/tree.py`) is exact.
   by the context window.
 - Sampled: the exact distribution of the first tokens (the enumerating oracle, `oracle.py`, over
   every random outcome: the drafted children included) equals the processed target's, with
-  deterministic (rule 3) and sampled (rule 4, without replacement) children, at temperature 1,
-  0.7 with top-p, and with top-k; every uniform decides one test.
-- A chi-square check on the real engine with per-position counts: N = 3200 seeds and 8 tokens
+  deterministic (rule 3) and sampled (rule 4, without replacement) children, at temperatures
+  0.7, 1 and 1.3, with top-k and with top-p; every uniform decides one test.
+- A chi-square check on the real engine with per-position counts, at temperatures 0.7 and 1.3
+  with top-p and top-k, with and without lookup's nodes in the tree: N = 3200 seeds and 8 tokens
   give power >= 0.9 against any deviation of total variation >= 0.05 at alpha = 1e-3 for the
   first token (`stats.detectable_tv`), >= 0.1 for the second given the likeliest first.
+
+Each case asserts that the paths it claims ran (`verify.TESTS` kinds counted in the metrics:
+a later sampled child tested against its siblings' residual, a mixed node, a lookup token
+committed), so a change of prompt, budget or default cannot turn it into a test of less.
 """
 
 from __future__ import annotations
@@ -20,18 +25,18 @@ from collections import Counter
 import pytest
 import torch
 from helpers import make_pair, perturbed, tiny_model
-from oracle import Enumerator, install, max_difference
 from stats import chi_square_pvalue, detectable_tv
 from test_exact_distribution import PAIR as SMALL_PAIR
-from test_exact_distribution import PROMPT as SMALL_PROMPT
-from test_exact_distribution import SAMPLINGS, target_distribution
+from test_exact_distribution import SAMPLINGS, assert_exact, assert_ran
 from test_parallel_greedy_equality import DRAFTS, PROMPTS, TARGET
 
 from specbranch.config import GenerationConfig, SamplingParams, SpeculativeConfig
 from specbranch.costs import CostCurve, Placement
 from specbranch.engine import Engine
+from specbranch.metrics import LOOKUP
 from specbranch.runtime import assembly
 from specbranch.sampling import process_logits
+from specbranch.verify import DETERMINISTIC, MIXED, SAMPLED, SIBLING
 
 SERIAL = {"execution": "serial", "tree_nodes": 12, "max_draft_len": 5, "k_max": 4}
 
@@ -93,25 +98,27 @@ def test_the_context_window_cuts_the_tree():
     assert len(result.token_ids) == 20 - len(prompt)
 
 
-CASES = [(d, s, 2) for d in ("sample", "greedy") for s in ("t1", "topp0.8", "topk2")] + [("sample", "t1", 3)]
+CASES = [(d, s, 2) for d in ("sample", "greedy") for s in SAMPLINGS] + [("sample", "t1.3", 3)]
 
 
 @pytest.mark.parametrize(("draft_sampling", "sampling", "length"), CASES)
 def test_sampled_output_is_exactly_the_targets(draft_sampling, sampling, length, monkeypatch):
-    """Length 3 reaches the third token, whose distribution depends on which sampled children
-    a full tree keeps at depth 2 (the case a selection that looks at the drawn tokens biases)."""
-    params = SAMPLINGS[sampling]
+    """Every temperature, top-k and top-p: a side that processed its rows differently (the
+    target's p, or the q rows children are tested against) shows at temperatures other than 1.
+    Length 3 reaches the third token, whose distribution depends on which sampled children
+    a full tree keeps at depth 2 (the case a selection that looks at the drawn tokens biases).
+    k_max 8 at length 2: the draft (top probability about 0.54 here) branches, so nodes have several
+    children (at length 3 the enumeration would take minutes; k_max 4 branches deeper in the tree)."""
     engine = Engine(
         SMALL_PAIR, "specbranch", SpeculativeConfig(draft_sampling=draft_sampling),
-        execution="serial", tree_nodes=4, max_draft_len=2, k_max=4,
+        execution="serial", tree_nodes=4, max_draft_len=2, k_max=8 if length == 2 else 4,
     )
-    oracle = Enumerator()
-    install(monkeypatch, oracle)
-    config = GenerationConfig(max_new_tokens=length, sampling=params, ignore_eos=True)
-    got = oracle.distribution(lambda: tuple(engine.generate(SMALL_PROMPT, config).token_ids))
-    monkeypatch.undo()
-    assert max_difference(got, target_distribution(params, length)) < 1e-6
-    assert oracle.reused == 0 and oracle.tests == oracle.uniforms
+    found = assert_exact(engine, SAMPLINGS[sampling], length, monkeypatch)
+    assert found.oracle.tests == found.oracle.uniforms
+    # Sampled children: a later one tested against the residual its earlier siblings left.
+    assert_ran(found, *([SAMPLED, SIBLING] if draft_sampling == "sample" else [DETERMINISTIC]))
+    if length == 3:  # the walk tested children at depth 2
+        assert found.metrics.depth_tested[1] > 0
 
 
 N = 3200
@@ -124,16 +131,31 @@ def next_token(prefix: list[int], sampling: SamplingParams) -> dict:
     return {(t,): float(p) for t, p in enumerate(probs) if p > 0}
 
 
-@pytest.mark.parametrize(
-    ("draft_sampling", "sampling"),
-    [("sample", SamplingParams(1.0, top_p=0.9)), ("greedy", SamplingParams(1.0, top_k=5))],
-    ids=["sampled-children-top-p", "top-k-children-top-k"],
-)
-def test_the_tree_fits_the_target_per_position(draft_sampling, sampling):
+STAT_CASES = {  # draft sampling, sampling, lookup, context, the paths the case must run
+    "sampled-children-t0.7-top-p": ("sample", SamplingParams(0.7, top_p=0.9), "off", [1, 2, 3], (SIBLING,)),
+    "top-k-children-t1.3-top-k": ("greedy", SamplingParams(1.3, top_k=5), "off", [1, 2, 3], (DETERMINISTIC,)),
+    # a context that repeats: lookup's deterministic nodes beside the draft's children
+    "lookup-beside-sampled-children-t1.3-top-k": (
+        "sample", SamplingParams(1.3, top_k=5), "on", [1, 2, 3, 1, 2], (MIXED, SIBLING)
+    ),
+    "lookup-beside-top-k-children-t0.7-top-p": (
+        "greedy", SamplingParams(0.7, top_p=0.9), "on", [1, 2, 3, 1, 2], (DETERMINISTIC, LOOKUP)
+    ),
+}
+
+
+@pytest.mark.parametrize("case", STAT_CASES)
+def test_the_tree_fits_the_target_per_position(case):
+    draft_sampling, sampling, lookup, context, paths = STAT_CASES[case]
     pair = make_pair(STAT_TARGET, perturbed(STAT_TARGET, 0.15, seed=1))
-    context = [1, 2, 3]
-    engine = serial(pair, draft_sampling, tree_nodes=6, max_draft_len=3)
-    outputs = [tuple(engine.generate(context, GenerationConfig(2, sampling, s)).token_ids) for s in range(N)]
+    engine = serial(pair, draft_sampling, tree_nodes=6, max_draft_len=3, k_max=8, lookup=lookup)
+    ran, outputs = Counter(), []
+    for seed in range(N):
+        result = engine.generate(context, GenerationConfig(2, sampling, seed))
+        ran.update(result.metrics.verify_tests)
+        ran.update(result.origins)
+        outputs.append(tuple(result.token_ids))
+    assert all(ran[path] for path in paths), f"{paths} did not all run: {dict(ran)}"
     first = next_token(context, sampling)
     assert detectable_tv(N, len(first) + 1) <= 0.05
     assert chi_square_pvalue(Counter(o[:1] for o in outputs), first, N) > 1e-3

@@ -10,6 +10,9 @@ Terms (ALGORITHM.md, "Metrics"):
 - `branch_hit_rate` = rounds whose branch point hit a branch / rounds that branched;
 - `tokens_per_second` = committed tokens / wall time;
 - `overlap_efficiency` = busy time of the busier side / wall time;
+- `verify_tests` = the verification tests the rounds ran, by kind (`verify.TESTS`: deterministic
+  draws, sampled tokens, later siblings of rule 4, lookup point masses beside sampled drafts,
+  mixed tree nodes), so a caller (and a test) sees which paths through the rules ran;
 - `hrad_overhead` = time H-RAD spent deciding (feature capture and predictor) / wall time;
   `hrad_keep_none` / `hrad_keep_confident` / `hrad_keep_all` count its decisions by class
   (`HradClass.counter`);
@@ -32,6 +35,7 @@ except `overlap_efficiency` and `cost_ratio`, which a summary reports as means o
 from __future__ import annotations
 
 import statistics
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 
@@ -56,6 +60,7 @@ class RoundStats:
     branched / branch_hit: whether the round had a branch point and whether it hit.
     hrad_class / hrad_seconds: H-RAD's decision after the hit (-1: none) and its run time.
     origins: where each committed token came from (`ORIGINS`), one per token.
+    tests: the verification tests the round ran, by kind (`verify.TESTS`).
     """
 
     committed: list[int]
@@ -68,18 +73,17 @@ class RoundStats:
     branch_hit: bool = False
     hrad_class: int = -1
     hrad_seconds: float = 0.0
+    tests: Counter = field(default_factory=Counter)
 
     @classmethod
     def block(
-        cls, tokens: list[int], accepted: int, nxt: int, origins: list[str] | None = None
+        cls, tokens: list[int], accepted: int, nxt: int, origins: list[str], tests: Counter
     ) -> RoundStats:
-        """A round that verified one block of drafted `tokens` (their `origins`, by default all
-        the draft's): the first `accepted` of them and the next token `nxt` (correction or
-        bonus) committed."""
+        """A round that verified one block of drafted `tokens` (their `origins`) with `tests`:
+        the first `accepted` of them and the next token `nxt` (correction or bonus) committed."""
         n = len(tokens)
         committed = tokens[:accepted] + [nxt]
-        origins = (origins or [DRAFT] * n)[:accepted] + [TARGET]
-        return cls(committed, origins, drafted=n, verified=n, accepted=accepted, drafted_total=n)
+        return cls(committed, origins[:accepted] + [TARGET], n, n, accepted, n, tests=tests)
 
 
 @dataclass
@@ -112,6 +116,7 @@ class GenerationMetrics:
     tree_depth: int = 0
     depth_tested: list[int] = field(default_factory=list)
     depth_accepted: list[int] = field(default_factory=list)
+    verify_tests: dict[str, int] = field(default_factory=dict)
     accept_lengths: list[int] = field(default_factory=list)
 
     def add_round(self, stats: RoundStats, kept: int) -> None:
@@ -127,6 +132,7 @@ class GenerationMetrics:
             name = HradClass(stats.hrad_class).counter
             setattr(self, name, getattr(self, name) + 1)
         self.hrad_seconds += stats.hrad_seconds
+        self.verify_tests = dict(Counter(self.verify_tests) + stats.tests)
         self.accept_lengths.append(kept)
 
     def merge(self, other: GenerationMetrics, accept_lengths: bool = False) -> None:
@@ -143,6 +149,8 @@ class GenerationMetrics:
                 mine += [0] * (len(value) - len(mine))
                 for i, count in enumerate(value):
                     mine[i] += count
+            elif name == "verify_tests":
+                self.verify_tests = dict(Counter(self.verify_tests) + Counter(value))
             elif name != "accept_lengths":
                 setattr(self, name, getattr(self, name) + value)
         if accept_lengths:
@@ -153,7 +161,8 @@ class GenerationMetrics:
         """The metrics back from `to_dict()`'s output (the derived rates and unknown keys are ignored)."""
         names = {f.name for f in fields(cls)}
         lists = ("accept_lengths", *BY_DEPTH)
-        return cls(**{k: (list(v) if k in lists else v) for k, v in data.items() if k in names})
+        copy = lambda k, v: list(v) if k in lists else dict(v) if k == "verify_tests" else v  # noqa: E731
+        return cls(**{k: copy(k, v) for k, v in data.items() if k in names})
 
     def rate(self, name: str, undefined: float | None = 0.0) -> float | None:
         """The rate `name` (a key of RATES); `undefined` where its denominator is 0."""

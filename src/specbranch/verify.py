@@ -9,17 +9,50 @@ Terms:
 Each rule is split into its exact probabilities (`*_accept_probability`, `residual`), which the
 tests enumerate, and a sampler that draws from them. `decide_round` applies them to one round
 of the parallel methods (PEARL, SpecBranch).
+
+A round's verdict also counts the tests it ran by *kind* (`TESTS`): the paths through the rules,
+so that a test claiming to cover one can assert that it ran (`RoundStats.tests`,
+`GenerationMetrics.verify_tests`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import torch
 
 from specbranch.sampling import sample, uniform, without
 from specbranch.tree import TokenTree
+
+# Kinds of verification test (one draw or uniform each, except MIXED):
+DETERMINISTIC = "deterministic"  # y ~ p compared with deterministic candidates (rules 2 and 3)
+SAMPLED = "sampled"  # a sampled token against the row it was drawn from (rule 1; rule 4's first)
+SIBLING = "sibling"  # rule 4: a later sampled candidate against the residual its siblings left
+POINT_MASS = "point-mass"  # a lookup token by rule 1 with its point mass, in a block of sampled drafts
+MIXED = "mixed"  # a tree node whose deterministic children y missed: rule 4 on p without them
+TESTS = (DETERMINISTIC, SAMPLED, SIBLING, POINT_MASS, MIXED)
+
+
+def block_tests(accepted: int, n: int, sampled: bool, point_masses: int = 0) -> Counter:
+    """The tests a block of n tokens ran when `accepted` of them passed: every token up to the
+    first rejection, by rule 1 (`sampled`; its first `point_masses` tokens lookup tokens with
+    point-mass rows) or rule 2. The bonus token is a draw, not a test."""
+    tested = min(n, accepted + 1)
+    if not sampled:
+        return +Counter({DETERMINISTIC: tested})
+    masses = min(point_masses, tested)
+    return +Counter({POINT_MASS: masses, SAMPLED: tested - masses})
+
+
+def candidate_tests(hit: int | None, k: int, sampled: bool) -> Counter:
+    """The tests of k candidates at a branch point or tree node, `hit` the accepted one's index
+    (None: none): one draw (rule 3), or rule 4's uniforms up to the hit."""
+    if not sampled:
+        return Counter({DETERMINISTIC: 1})
+    tested = k if hit is None else hit + 1
+    return +Counter({SAMPLED: min(1, tested), SIBLING: tested - 1})
 
 
 def residual(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
@@ -153,6 +186,7 @@ class Verdict:
         round rejected inside U, and every branch drafted from b is lost).
     hit: index of the accepted root (its branch continues as the next U); None on a miss or
         when the round did not reach b.
+    tests: the tests the round ran, by kind (`TESTS`).
     """
 
     committed: list[int]
@@ -160,6 +194,7 @@ class Verdict:
     verified: int
     branched: bool
     hit: int | None
+    tests: Counter = field(default_factory=Counter, compare=False)
 
     @property
     def pending_accepted(self) -> int:
@@ -198,13 +233,15 @@ def decide_round(
         accepted, correction = first_rejection_sampled(p, proposal.q_pending, pending, generator)
     else:
         accepted, correction = first_rejection_deterministic(p, pending, generator)
+    tests = block_tests(accepted, len(pending), sampled)
     if correction is not None:
-        return Verdict(pending[:accepted] + [correction], accepted, len(pending), False, None)
+        return Verdict(pending[:accepted] + [correction], accepted, len(pending), False, None, tests)
     if sampled:
         hit, token = verify_sampled_roots(p[-1], proposal.q_b, proposal.roots, generator)
     else:
         hit, token = verify_branch_roots(p[-1], proposal.roots, generator)
-    return Verdict(pending + [token], accepted + (hit is not None), len(pending) + 1, True, hit)
+    tests += candidate_tests(hit, len(proposal.roots), sampled)
+    return Verdict(pending + [token], accepted + (hit is not None), len(pending) + 1, True, hit, tests)
 
 
 @dataclass(frozen=True)
@@ -213,11 +250,12 @@ class TreeVerdict:
 
     path: the accepted nodes, root's child first; committed: their tokens, then one more token:
     the recovered token where the walk stopped at a node none of whose children passed, or the
-    bonus token from the row after a leaf.
+    bonus token from the row after a leaf; tests: the tests the walk ran, by kind (`TESTS`).
     """
 
     path: list[int]
     committed: list[int]
+    tests: Counter = field(default_factory=Counter, compare=False)
 
 
 def verify_tree(p: torch.Tensor, tree: TokenTree, generator: torch.Generator) -> TreeVerdict:
@@ -239,7 +277,7 @@ def verify_tree(p: torch.Tensor, tree: TokenTree, generator: torch.Generator) ->
     """
     if p.shape[0] != len(tree) + 1:
         raise ValueError(f"p has {p.shape[0]} rows for a tree of {len(tree)} nodes (need nodes + 1)")
-    node, path = -1, []
+    node, path, tests = -1, [], Counter()
     while True:
         children, row = tree.children(node), p[node + 1]
         fixed = [c for c in children if tree.q is None or tree.q[c] is None]  # deterministic
@@ -248,10 +286,13 @@ def verify_tree(p: torch.Tensor, tree: TokenTree, generator: torch.Generator) ->
         if fixed or not drawn:
             y = sample(row, generator)
             nxt = next((c for c in fixed if tree.tokens[c] == y), None)
+            tests[DETERMINISTIC] += bool(children)
         if nxt is None and drawn:
+            tests[MIXED] += bool(fixed)
             nxt, y = _sampled_children(without(row, [tree.tokens[c] for c in fixed]), tree, drawn, generator)
+            tests += candidate_tests(drawn.index(nxt) if nxt is not None else None, len(drawn), True)
         if nxt is None:
-            return TreeVerdict(path, [tree.tokens[n] for n in path] + [y])
+            return TreeVerdict(path, [tree.tokens[n] for n in path] + [y], +tests)
         node = nxt
         path.append(node)
 

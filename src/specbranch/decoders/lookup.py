@@ -28,7 +28,7 @@ from specbranch.decoders.base import InProcessDecoder
 from specbranch.metrics import LOOKUP, GenerationMetrics, RoundStats
 from specbranch.runner import CachedModel
 from specbranch.sampling import make_generator, process_logits
-from specbranch.verify import verify_deterministic_block
+from specbranch.verify import block_tests, verify_deterministic_block
 
 MAX_NGRAM = 3  # the longest context suffix looked up
 NUM_TOKENS = 10  # the most tokens proposed per round (transformers' usual prompt_lookup_num_tokens)
@@ -121,7 +121,8 @@ class LookupDecoder(InProcessDecoder):
         tokens = lookup_candidates(seq)[:room]
         p = process_logits(self.target.logits_for(seq + tokens, len(tokens) + 1), self.sampling)  # [n+1, V]
         accepted, nxt = verify_deterministic_block(p, tokens, self.generator)
-        return RoundStats.block(tokens, accepted, nxt, [LOOKUP] * len(tokens))
+        tests = block_tests(accepted, len(tokens), sampled=False)
+        return RoundStats.block(tokens, accepted, nxt, [LOOKUP] * len(tokens), tests)
 
     def report(self, metrics: GenerationMetrics) -> None:
         metrics.target_busy_seconds = self.target.busy_seconds

@@ -204,6 +204,7 @@ class ParallelDecoder:
             branch_hit=verdict.hit is not None,
             hrad_class=cut.hrad_class,
             hrad_seconds=cut.seconds,
+            tests=verdict.tests,
         )
 
     def report(self, metrics: GenerationMetrics) -> None:

@@ -29,7 +29,7 @@ from specbranch.metrics import DRAFT, LOOKUP, RoundStats
 from specbranch.policies import DraftPolicy, RoundFeedback
 from specbranch.runner import CachedModel
 from specbranch.sampling import process_logits, sample
-from specbranch.verify import verify_deterministic_block, verify_sampled_block
+from specbranch.verify import block_tests, verify_deterministic_block, verify_sampled_block
 
 
 class SpeculativeDecoder(SerialDecoder):
@@ -68,12 +68,14 @@ class SpeculativeDecoder(SerialDecoder):
         if not tokens or tokens[-1] not in self.eos_ids:
             self._draft(seq, tokens, q_rows, min(self.policy.max_length(), room) - fixed)
         p = process_logits(self.target.logits_for(seq + tokens, len(tokens) + 1), self.sampling)  # [n+1, V]
-        if self.sampled_drafts and q_rows:
+        sampled = self.sampled_drafts and bool(q_rows)
+        if sampled:
             rows = [one_hot(x, p) for x in tokens[:fixed]] + q_rows  # [n, V]
             accepted, nxt = verify_sampled_block(p, torch.stack(rows), tokens, self.verify_gen)
         else:
             accepted, nxt = verify_deterministic_block(p, tokens, self.verify_gen)
-        stats = RoundStats.block(tokens, accepted, nxt, [LOOKUP] * fixed + [DRAFT] * len(q_rows))
+        tests = block_tests(accepted, len(tokens), sampled, point_masses=fixed)
+        stats = RoundStats.block(tokens, accepted, nxt, [LOOKUP] * fixed + [DRAFT] * len(q_rows), tests)
         # The draft's tokens were tested only if the lookup tokens before them were accepted.
         drafted, beyond = len(q_rows), max(0, accepted - fixed)
         self.draft_rate.learn(min(drafted, beyond + 1) if accepted >= fixed else 0, beyond)

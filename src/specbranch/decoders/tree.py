@@ -220,6 +220,7 @@ class TreeDecoder(SerialDecoder):
             verified=verified,
             accepted=len(verdict.path),
             drafted_total=len(tree),
+            tests=verdict.tests,
         )
 
     def report(self, metrics: GenerationMetrics) -> None:
