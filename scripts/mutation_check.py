@@ -68,11 +68,14 @@ MUTANTS = [
     ),
     Mutant(
         "reuse-uniform-roots",
-        "one uniform decides every root of rule 4",
+        "one uniform decides every candidate of rule 4 (roots and sampled tree children)",
         "verify.py",
         ((
-            "    r = p_b\n    for i, root in enumerate(roots):\n        if uniform(generator) <",
-            "    r = p_b\n    u = uniform(generator)\n    for i, root in enumerate(roots):\n        if u <",
+            "    for i, (q, token) in enumerate(zip(rows, tokens, strict=True)):\n"
+            "        if uniform(generator) <",
+            "    u = uniform(generator)\n"
+            "    for i, (q, token) in enumerate(zip(rows, tokens, strict=True)):\n"
+            "        if u <",
         ),),
     ),
     Mutant(
@@ -86,8 +89,9 @@ MUTANTS = [
                 "        if i == 0:\n            _FIRST[0] = u\n        if u >= sampled",
             ),
             (
-                "    r = p_b\n    for i, root in enumerate(roots):\n        if uniform(generator) <",
-                "    r = p_b\n    for i, root in enumerate(roots):\n"
+                "    for i, (q, token) in enumerate(zip(rows, tokens, strict=True)):\n"
+                "        if uniform(generator) <",
+                "    for i, (q, token) in enumerate(zip(rows, tokens, strict=True)):\n"
                 "        if (_FIRST.pop() if i == 0 and _FIRST else uniform(generator)) <",
             ),
             ("from specbranch.sampling import sample, uniform, without\n",
@@ -139,9 +143,9 @@ MUTANTS = [
         "the parallel methods' target side ignores temperature and top-p",
         "decoders/parallel.py",
         ((
-            "            p = process_logits(logits, self.sampling)",
+            "            p = process_logits(logits, request.sampling)",
             "            p = process_logits(\n"
-            "                logits, type(self.sampling)(float(self.sampling.temperature > 0))\n"
+            "                logits, type(request.sampling)(float(request.sampling.temperature > 0))\n"
             "            )",
         ),),
     ),
@@ -150,10 +154,8 @@ MUTANTS = [
         "SD's target side ignores top-p and top-k",
         "decoders/sd.py",
         ((
-            "        p = process_logits(self.target.logits_for(seq + tokens, len(tokens) + 1), "
-            "self.sampling)",
-            "        p = process_logits(self.target.logits_for(seq + tokens, len(tokens) + 1), "
-            "type(self.sampling)(self.sampling.temperature))",
+            "        p = process_logits(logits, request.sampling)  # [n+1, V]",
+            "        p = process_logits(logits, type(request.sampling)(request.sampling.temperature))",
         ),),
     ),
     Mutant(
@@ -175,9 +177,9 @@ MUTANTS = [
     ),
     Mutant(
         "residual-not-updated",
-        "rule 4 tests every root against p_b (the residual is never updated)",
+        "rule 4 tests every candidate against the target's row (the residual is never updated)",
         "verify.py",
-        (("        r = residual(r, q_b)\n", "        pass\n"),),
+        (("        r = residual(r, q)\n", "        pass\n"),),
     ),
     Mutant(
         "rows-rounded-in-transit",
@@ -199,16 +201,16 @@ MUTANTS = [
         "tree children drawn without replacement are each tested against the parent's full q",
         "verify.py",
         ((
-            "        q, token = tree.q[child], tree.tokens[child]",
-            "        q, token = tree.q[children[0]], tree.tokens[child]",
+            "    rows, tokens = [tree.q[c] for c in children], [tree.tokens[c] for c in children]",
+            "    rows, tokens = [tree.q[children[0]] for c in children], [tree.tokens[c] for c in children]",
         ),),
     ),
     Mutant(
         "tree-keeps-children-by-their-token",
         "the tree keeps sampled children by their own draft probability instead of their rank's",
-        "decoders/tree.py",
-        (("        for c in sorted(candidates, key=lambda c: -c.rank):",
-          "        for c in sorted(candidates, key=lambda c: -c.value):"),),
+        "decoders/tree_draft.py",
+        (("    for c in sorted(candidates, key=lambda c: -c.rank):",
+          "    for c in sorted(candidates, key=lambda c: -c.value):"),),
     ),
     Mutant(
         "sd-lookup-tested-against-p",
@@ -229,27 +231,27 @@ MUTANTS = [
         "tree-drops-children-equal-to-lookup",
         "sampled children beside a lookup token are drawn from q and dropped when they equal it "
         "(the first kept one is then distributed as q without it, but tested against q)",
-        "decoders/tree.py",
-        (("            tokens, rows = sample_without_replacement(without(q, taken), k, self.draft_gen)",
-          "            tokens, rows = sample_without_replacement(q, k, self.draft_gen)\n"
-          "            kept = [i for i, t in enumerate(tokens) if t not in taken]\n"
-          "            tokens, rows = [tokens[i] for i in kept], [rows[i] for i in kept]"),),
+        "decoders/tree_draft.py",
+        (("        tokens, rows = sample_without_replacement(without(q, taken), k, rnd.request.draft_gen)",
+          "        tokens, rows = sample_without_replacement(q, k, rnd.request.draft_gen)\n"
+          "        kept = [i for i, t in enumerate(tokens) if t not in taken]\n"
+          "        tokens, rows = [tokens[i] for i in kept], [rows[i] for i in kept]"),),
     ),
     Mutant(
         "tree-target-ignores-temperature",
         "serial trees' target side drops the temperature (top-k and top-p kept)",
         "decoders/tree.py",
-        (("        p = process_logits(self.target.logits_for_tree(seq, tree), self.sampling)",
-          "        p = process_logits(self.target.logits_for_tree(seq, tree), type(self.sampling)("
-          "float(self.sampling.temperature > 0), self.sampling.top_k, self.sampling.top_p))"),),
+        (("        p = process_logits(logits, request.sampling)  # [1 + N, V]",
+          "        p = process_logits(logits, type(request.sampling)("
+          "float(request.sampling.temperature > 0), request.sampling.top_k, request.sampling.top_p))"),),
     ),
     Mutant(
         "tree-q-rows-at-temperature-1",
         "sampled tree children are drawn from the processed q but tested against the draft's raw softmax",
-        "decoders/tree.py",
-        (("            tokens, rows = sample_without_replacement(without(q, taken), k, self.draft_gen)",
-          "            tokens, _ = sample_without_replacement(without(q, taken), k, self.draft_gen)\n"
-          "            rows = [without(raw, taken + tokens[:i]) for i in range(len(tokens))]"),),
+        "decoders/tree_draft.py",
+        (("        tokens, rows = sample_without_replacement(without(q, taken), k, rnd.request.draft_gen)",
+          "        tokens, _ = sample_without_replacement(without(q, taken), k, rnd.request.draft_gen)\n"
+          "        rows = [without(raw, taken + tokens[:i]) for i in range(len(tokens))]"),),
     ),
     Mutant(
         "tree-mixed-recovers-with-first-draw",
@@ -270,14 +272,15 @@ MUTANTS = [
         "from p with x still in it",
         "decoders/sd.py",
         ((
-            "            accepted, nxt = verify_sampled_block(p, torch.stack(rows), tokens, self.verify_gen)",
-            "            accepted = next((i for i in range(fixed) if uniform(self.verify_gen) >= "
+            "            accepted, nxt = verify_sampled_block(p, torch.stack(rows), tokens, "
+            "request.verify_gen)",
+            "            accepted = next((i for i in range(fixed) if uniform(request.verify_gen) >= "
             "float(p[i][tokens[i]])), fixed)\n"
             "            if accepted < fixed:\n"
-            "                nxt = sample(p[accepted], self.verify_gen)\n"
+            "                nxt = sample(p[accepted], request.verify_gen)\n"
             "            else:\n"
             "                more, nxt = verify_sampled_block(\n"
-            "                    p[fixed:], torch.stack(q_rows), tokens[fixed:], self.verify_gen)\n"
+            "                    p[fixed:], torch.stack(q_rows), tokens[fixed:], request.verify_gen)\n"
             "                accepted += more",
         ), ("from specbranch.sampling import process_logits, sample\n",
             "from specbranch.sampling import process_logits, sample, uniform\n")),

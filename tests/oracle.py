@@ -128,7 +128,7 @@ def install(monkeypatch, oracle: Enumerator) -> None:
     original = specbranch.sampling.make_generator
     for name, module in list(sys.modules.items()):
         if name.startswith("specbranch") and getattr(module, "make_generator", None) is original:
-            monkeypatch.setattr(module, "make_generator", lambda seed, stream: oracle)
+            monkeypatch.setattr(module, "make_generator", lambda seed, stream, device="cpu": oracle)
 
 
 def max_difference(got: dict, expected: dict) -> float:

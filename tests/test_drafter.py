@@ -13,9 +13,10 @@ import pytest
 import torch
 from helpers import tiny_model
 
+from specbranch.backends.base import KVSequence
+from specbranch.backends.pytorch import TorchBackend
 from specbranch.config import SamplingParams
 from specbranch.decoders.drafter import BranchDrafter
-from specbranch.runner import CachedModel
 from specbranch.sampling import process_logits
 from specbranch.transport.messages import Decision, DraftRequest
 
@@ -33,7 +34,7 @@ def processed_row(prefix: list[int], sampling: SamplingParams) -> torch.Tensor:
 @pytest.mark.parametrize("kept", [None, 1, 2])
 @pytest.mark.parametrize("sampling", SAMPLINGS)
 def test_pending_rows_are_the_processed_rows_the_tokens_were_sampled_from(sampling, kept):
-    drafter = BranchDrafter(CachedModel(DRAFT, 16), frozenset())
+    drafter = BranchDrafter(KVSequence(TorchBackend(DRAFT, 16)), frozenset())
     drafter.start(DraftRequest(PROMPT, sampling, seed=0, sampled=True, k_max=1, epsilon=0.0))
     first = drafter.round(Decision(PROMPT, [], -1, 5))
     assert torch.allclose(first.q_b, processed_row(PROMPT, sampling), atol=1e-6)

@@ -23,6 +23,8 @@ from helpers import (
 )
 from stats import chi_square_pvalue
 
+from specbranch.backends.base import KVSequence
+from specbranch.backends.pytorch import TorchBackend
 from specbranch.bench.methods import parse_method
 from specbranch.cli import main
 from specbranch.config import GenerationConfig, ParallelConfig, SamplingParams, SpeculativeConfig
@@ -41,7 +43,6 @@ from specbranch.hrad.keeper import (
 )
 from specbranch.hrad.predictor import Predictor, PredictorMeta, pair_identity
 from specbranch.hrad.train import TrainConfig, confusion_matrix, train_predictor
-from specbranch.runner import CachedModel
 from specbranch.runtime import build_parallel
 from specbranch.runtime.assembly import resolve_keeper
 from specbranch.transport.messages import Decision, DraftRequest
@@ -77,7 +78,7 @@ def engine_with(
 
 @torch.inference_mode()
 def test_captured_features_are_the_last_layers_at_the_last_fed_position():
-    runner = CachedModel(TARGET, PAIR.vocab_size)
+    runner = KVSequence(TorchBackend(TARGET, PAIR.vocab_size))
     runner.capture_layers = 2
     runner.logits_for(PROMPT[:4], 1)
     runner.logits_for(PROMPT, 3)  # an incremental forward over the last 2 tokens
@@ -87,7 +88,7 @@ def test_captured_features_are_the_last_layers_at_the_last_fed_position():
 
 
 def test_no_features_are_captured_when_hrad_is_off():
-    runner = CachedModel(TARGET, PAIR.vocab_size)
+    runner = KVSequence(TorchBackend(TARGET, PAIR.vocab_size))
     runner.logits_for(PROMPT, 1)
     assert runner.last_hidden is None
 
@@ -138,7 +139,7 @@ def test_the_draft_drafts_a_whole_branch_only_when_the_keeper_may_keep_it():
 
 
 def test_only_the_first_branches_run_past_the_confidence_cut():
-    drafter = BranchDrafter(CachedModel(PAIR.draft, PAIR.vocab_size), frozenset())
+    drafter = BranchDrafter(KVSequence(TorchBackend(PAIR.draft, PAIR.vocab_size)), frozenset())
     for whole in (0, 1, 2):
         # epsilon 0.99: every position is unsure, so a cut branch is its root only
         drafter.start(DraftRequest(PROMPT, SamplingParams(), 0, False, 8, 0.99, whole))

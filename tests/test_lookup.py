@@ -28,14 +28,14 @@ from test_tree_decoder import WIDE
 
 from specbranch.config import GenerationConfig, SpeculativeConfig
 from specbranch.costs import CostCurve, Placement
-from specbranch.decoders.lookup import AcceptanceRate, lookup_candidates, lookup_continuations, matches
-from specbranch.decoders.tree import _Nodes
+from specbranch.decoders.lookup import lookup_candidates, lookup_continuations, matches
 from specbranch.decoders.tree_lookup import GATE_DECAY, LookupRates
+from specbranch.decoders.tree_round import TreeRound
 from specbranch.engine import Engine
 from specbranch.errors import SpecBranchError
+from specbranch.estimators import AcceptanceRate
 from specbranch.metrics import DRAFT, LOOKUP
 from specbranch.runtime import assembly
-from specbranch.tree import TokenTree
 from specbranch.verify import DETERMINISTIC, MIXED, POINT_MASS, SIBLING
 
 
@@ -154,10 +154,10 @@ COSTLY = Placement(*(CostCurve(((1, s), (64, 4 * s))) for s in (1.0, 0.02, 1.0, 
 def test_the_gate_spends_lookup_nodes_only_where_they_are_accepted(accepted, grafted, monkeypatch):
     engine = serial(SMALL_PAIR, monkeypatch, lookup="auto", costs=COSTLY)
     decoder = engine.decoder
-    decoder.start(LOOKUP_PROMPT, SAMPLINGS["t1"], 0)
-    decoder.lookup_rates = LookupRates(*(AcceptanceRate(50.0, float(accepted)) for _ in range(3)))
-    tree, nodes = TokenTree([], []), _Nodes()
-    assert (len(decoder._lookup(LOOKUP_PROMPT, tree, nodes, -1, 3, 1).tokens) > 0) == grafted
+    request = decoder.start(LOOKUP_PROMPT, SAMPLINGS["t1"], 0)
+    request.lookup_rates = LookupRates(*(AcceptanceRate(50.0, float(accepted)) for _ in range(3)))
+    rnd = TreeRound(request, decoder.limits, reach=3, started=0.0)
+    assert (len(decoder._lookup_trie(rnd, -1, 1).tokens) > 0) == grafted
 
 
 @pytest.mark.parametrize(
@@ -173,10 +173,10 @@ def test_the_gate_learns_lookup_acceptance_from_rounds_that_spent_nothing_on_it(
     """A closed gate (no lookup node pays) still compares the candidates with the committed
     tokens, so it can reopen where the text starts repeating."""
     decoder = serial(SMALL_PAIR, monkeypatch, lookup="auto", costs=COSTLY).decoder
-    decoder.start(LOOKUP_PROMPT, SAMPLINGS["t1"], 0)
-    decoder.lookup_rates.gate = AcceptanceRate(tests=50.0, hits=0.0, decay=GATE_DECAY)
-    decoder.step(list(LOOKUP_PROMPT), 8)
-    assert decoder.lookup_rates.gate.tests > GATE_DECAY * 50.0  # tested without a lookup node
+    request = decoder.start(LOOKUP_PROMPT, SAMPLINGS["t1"], 0)
+    request.lookup_rates.gate = AcceptanceRate(tests=50.0, hits=0.0, decay=GATE_DECAY)
+    decoder.step(request, 8)
+    assert request.lookup_rates.gate.tests > GATE_DECAY * 50.0  # tested without a lookup node
 
 
 # `sd --lookup`: candidates opening SD's draft block.
@@ -231,11 +231,11 @@ def test_sd_lookup_carries_tokens_an_unaligned_draft_misses():
 
 def test_sd_auto_uses_lookup_only_while_it_is_accepted_at_least_as_often_as_the_draft():
     decoder = sd(make_pair(GREEDY_TARGET, DRAFTS["unaligned"]), "auto").decoder
-    decoder.start(LOOKUP_PROMPT, SAMPLINGS["t1"], 0)
-    decoder.lookup_rate, decoder.draft_rate = AcceptanceRate(10.0, 1.0), AcceptanceRate(10.0, 8.0)
-    assert decoder._fixed([1, 2]) == []
-    decoder.lookup_rate = AcceptanceRate(10.0, 9.0)
-    assert decoder._fixed([1, 2]) == [1, 2]
+    request = decoder.start(LOOKUP_PROMPT, SAMPLINGS["t1"], 0)
+    request.lookup_rate, request.draft_rate = AcceptanceRate(10.0, 1.0), AcceptanceRate(10.0, 8.0)
+    assert decoder._fixed(request, [1, 2]) == []
+    request.lookup_rate = AcceptanceRate(10.0, 9.0)
+    assert decoder._fixed(request, [1, 2]) == [1, 2]
 
 
 def test_sd_takes_lookup_but_no_parallel_options():

@@ -75,10 +75,11 @@ def test_a_summary_rates_the_summed_counters_and_averages_overlap_and_cost():
 
 
 def test_tree_counts_merge_by_depth_and_keep_the_latest_mode():
-    a = GenerationMetrics(target_forwards=2, execution="serial", tree_rounds=2, tree_nodes=10, tree_depth=6,
-                          depth_tested=[2, 1], depth_accepted=[2, 0], tree_max_nodes=64, tree_max_depth=24)
-    b = GenerationMetrics(target_forwards=1, execution="serial", tree_rounds=1, tree_nodes=2, tree_depth=3,
-                          depth_tested=[1, 1, 1], depth_accepted=[1, 1, 0])
+    a = GenerationMetrics(target_forwards=2, execution="serial", tree_rounds=2, tree_nodes_total=10,
+                          tree_depth_total=6, depth_tested=[2, 1], depth_accepted=[2, 0], tree_max_nodes=64,
+                          tree_max_depth=24)
+    b = GenerationMetrics(target_forwards=1, execution="serial", tree_rounds=1, tree_nodes_total=2,
+                          tree_depth_total=3, depth_tested=[1, 1, 1], depth_accepted=[1, 1, 0])
     s = summarize_runs([GenerationMetrics.from_dict(m.to_dict()) for m in (a, b)])
     assert s["execution"] == "serial"
     assert s["mean_tree_size"] == 12 / 3 and s["mean_tree_depth"] == 9 / 3

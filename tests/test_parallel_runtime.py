@@ -13,11 +13,12 @@ import pytest
 import torch
 from helpers import make_pair, perturbed, tiny_model
 
+from specbranch.backends.base import KVSequence
+from specbranch.backends.pytorch import TorchBackend
 from specbranch.config import GenerationConfig, SamplingParams, SpeculativeConfig
 from specbranch.decoders.drafter import BranchDrafter
 from specbranch.engine import Engine
 from specbranch.errors import WorkerError
-from specbranch.runner import CachedModel
 from specbranch.transport.inline import InlineLink
 from specbranch.transport.messages import Decision, DraftRequest
 from specbranch.transport.process import WorkerLink, WorkerOptions
@@ -119,7 +120,7 @@ def test_worker_proposals_equal_the_inline_drafters_bit_for_bit(sampling):
     """What crosses the process boundary arrives exactly: roots, branches, confidences and the q
     rows that rules 1 and 4 divide by (a row rounded in transit would bias verification)."""
     draft = PAIR.draft
-    inline = InlineLink(BranchDrafter(CachedModel(draft, PAIR.vocab_size), PAIR.eos_ids))
+    inline = InlineLink(BranchDrafter(KVSequence(TorchBackend(draft, PAIR.vocab_size)), PAIR.eos_ids))
     options = WorkerOptions(threads=torch.get_num_threads())  # same kernels, same rounding as inline
     worker = WorkerLink(draft, PAIR.vocab_size, PAIR.eos_ids, options, TARGET.device)
     try:

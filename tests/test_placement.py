@@ -7,9 +7,10 @@ from __future__ import annotations
 import pytest
 from helpers import make_pair, tiny_model
 
+from specbranch.backends.base import KVSequence
+from specbranch.backends.pytorch import TorchBackend
 from specbranch.costs import CostCurve, Placement
 from specbranch.probe import measure_curve
-from specbranch.runner import CachedModel
 from specbranch.runtime import placement
 
 CURVE = CostCurve(((1, 0.5), (2, 0.6)))
@@ -78,7 +79,7 @@ def test_the_key_names_machine_models_and_threads():
 
 
 def test_the_probe_measures_a_curve_at_the_asked_sizes():
-    runner = CachedModel(tiny_model(seed=1), 64)
+    runner = KVSequence(TorchBackend(tiny_model(seed=1), 64))
     curve = measure_curve(runner, (1, 2, 4), threads=1)
     assert [n for n, _ in curve.points] == [1, 2, 4] and all(s > 0 for _, s in curve.points)
     assert runner.cache_length() == 0  # the probe leaves the cache empty

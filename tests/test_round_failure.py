@@ -1,7 +1,7 @@
 """A parallel round that fails mid-way leaves nothing stale on the engine.
 
 Each round sends the draft a decision, runs the target forward, then reads the draft's
-proposal. A failure in between (injected here into the target's `logits_for`) must not leave
+proposal. A failure in between (injected here into the target backend's `forward`) must not leave
 that proposal unread for the next request: the engine's next request gives exactly a fresh
 engine's tokens and round statistics (AR's tokens when greedy, the same tokens for the same seed
 at temperature 1). Where the link cannot be kept in step it closes, so its owner rebuilds it.
@@ -58,15 +58,15 @@ def fail_target_forward(
     monkeypatch: pytest.MonkeyPatch, engine: Engine, call: int, error: BaseException
 ) -> None:
     """Make the target's `call`-th forward raise `error` (after that round's decision was sent)."""
-    target = engine.decoder.target
-    real, calls = target.logits_for, itertools.count(1)
+    target = engine.decoder.target  # the target's backend
+    real, calls = target.forward, itertools.count(1)
 
-    def logits_for(*args, **kwargs):
+    def forward(*args, **kwargs):
         if next(calls) == call:
             raise error
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(target, "logits_for", logits_for)
+    monkeypatch.setattr(target, "forward", forward)
 
 
 def assert_next_requests_exact(engine: Engine, method: str, inline: bool) -> None:

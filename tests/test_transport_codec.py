@@ -14,7 +14,7 @@ import torch
 from specbranch.config import SamplingParams
 from specbranch.transport import codec
 from specbranch.transport.codec import Frame, Kind
-from specbranch.transport.messages import Decision, DraftRequest, Proposal
+from specbranch.transport.messages import BranchProposal, Decision, DraftRequest
 
 V = 7
 
@@ -68,10 +68,12 @@ def q_rows(n: int, seed: int) -> torch.Tensor:
 
 
 PROPOSALS = {
-    "greedy": Proposal([[3, 4, 5], [6]], [[0.9, 0.8], []], busy_seconds=0.25, forwards=7),
-    "greedy, no confidences": Proposal([[1, 2]], busy_seconds=1.5, forwards=2),
-    "sampled": Proposal([[2, 2], [0, 1, 6]], [[0.5], [0.75, 0.625]], q_rows(2, 0), q_rows(1, 1)[0], 3.0, 12),
-    "sampled, empty U": Proposal([[5]], [[]], q_rows(0, 2), q_rows(1, 3)[0], 0.5, 1),
+    "greedy": BranchProposal([[3, 4, 5], [6]], [[0.9, 0.8], []], busy_seconds=0.25, forwards=7),
+    "greedy, no confidences": BranchProposal([[1, 2]], busy_seconds=1.5, forwards=2),
+    "sampled": BranchProposal(
+        [[2, 2], [0, 1, 6]], [[0.5], [0.75, 0.625]], q_rows(2, 0), q_rows(1, 1)[0], 3.0, 12
+    ),
+    "sampled, empty U": BranchProposal([[5]], [[]], q_rows(0, 2), q_rows(1, 3)[0], 0.5, 1),
 }
 
 
@@ -105,4 +107,4 @@ def test_codec_carries_every_field():
     assert set(codec._SAMPLING_INTS + codec._SAMPLING_FLOATS) == {f.name for f in fields(SamplingParams)}
     assert set(codec._DECISION_INTS) | {"commit", "pending"} == {f.name for f in fields(Decision)}
     proposal = set(codec._PROPOSAL_INTS + codec._PROPOSAL_FLOATS) | {"branches", "confidences"}
-    assert proposal | {"q_pending", "q_b"} == {f.name for f in fields(Proposal)}
+    assert proposal | {"q_pending", "q_b"} == {f.name for f in fields(BranchProposal)}

@@ -1,5 +1,6 @@
-"""Prompt lookup inside SpecBranch's trees (`decoders/tree_lookup.py`, `TreeDecoder._lookup`,
-`_hang`, `_score_lookup`):
+"""Prompt lookup inside SpecBranch's trees (`decoders/tree_lookup.py`, `TreeDecoder._lookup_trie`,
+`_hang`, `_worth_verifying`), through the proposer seam (`decoders.proposer`: a test proposer
+stands in for prompt lookup where the copies must be given):
 
 - the draft sees a copy in the one forward it makes anyway and drafts past its end;
 - a copy is cut where the draft disagrees, once such tokens have proved rarely accepted;
@@ -21,11 +22,10 @@ from test_exact_distribution import SAMPLINGS
 from test_lookup import COSTLY, DRAFTS, GREEDY_TARGET, LOOKUP_PROMPT, REPEATING, serial
 
 from specbranch.config import GenerationConfig, SamplingParams
-from specbranch.decoders import tree as tree_module
-from specbranch.decoders.lookup import AcceptanceRate
-from specbranch.decoders.tree import Calibration
 from specbranch.decoders.tree_lookup import LookupRates, LookupTrie, build_trie
+from specbranch.decoders.tree_round import TreeRound
 from specbranch.engine import Engine
+from specbranch.estimators import AcceptanceRate, Calibration
 
 
 def ar_tokens(prompt: list[int], n: int) -> list[int]:
@@ -33,19 +33,34 @@ def ar_tokens(prompt: list[int], n: int) -> list[int]:
     return Engine(make_pair(GREEDY_TARGET, None), "ar").generate(prompt, config).token_ids
 
 
-def grown(decoder, copies: list[list[int]], depth: int, monkeypatch, rates: LookupRates | None = None):
-    """The first greedy round's tree after REPEATING[0] with `copies` as prompt lookup's
-    continuations (tree, nodes, slots, the trie the draft was shown under the root), and the
-    draft forwards it took; `rates`: those learnt so far. The draft's calibration is one that
-    has seen its top tokens accepted (beta = 5.5: the tiny models' distributions are flat)."""
-    found = lambda context, num_tokens, count: [c[:num_tokens] for c in copies][:count]  # noqa: E731
-    monkeypatch.setattr(tree_module, "lookup_continuations", found)
-    decoder.start(REPEATING[0], SamplingParams(), 0)
-    decoder.lookup_rates = rates or decoder.lookup_rates
-    decoder.calibration = Calibration(tests=10.0, entered=10.0, predicted=1.0)
-    before = decoder.draft.forwards
-    tree, nodes, slots, shown = decoder._grow(list(REPEATING[0]), depth, reach=20)
-    return (tree, nodes, slots, shown[0]), decoder.draft.forwards - before
+class Copies:
+    """A proposer (`decoders.proposer.Proposer`) that proposes the given copies."""
+
+    def __init__(self, copies: list[list[int]]) -> None:
+        self.copies = copies
+
+    def continuations(self, context: list[int], num_tokens: int, count: int) -> list[list[int]]:
+        return [c[:num_tokens] for c in self.copies][:count]
+
+
+def planned(engine: Engine, prompt: list[int], sampling: SamplingParams, seed: int, reach: int) -> TreeRound:
+    """The first round a tree engine plans after `prompt` with `reach` tokens of room."""
+    decoder = engine.decoder
+    return decoder.plan(decoder.start(prompt, sampling, seed), reach + 1)
+
+
+def grown(engine: Engine, copies: list[list[int]], rates: LookupRates | None = None) -> tuple[TreeRound, int]:
+    """The first greedy round after REPEATING[0] with `copies` as the proposer's continuations
+    (reach 20), and the draft forwards it took; `rates`: those learnt so far. The draft's
+    calibration is one that has seen its top tokens accepted (beta = 5.5: the tiny models'
+    distributions are flat)."""
+    decoder = engine.decoder
+    decoder.proposer = Copies(copies)
+    request = decoder.start(REPEATING[0], SamplingParams(), 0)
+    request.lookup_rates = rates or request.lookup_rates
+    request.calibration = Calibration(AcceptanceRate(10.0, 10.0), AcceptanceRate(1.0, 10.0, prior=1.0))
+    rnd = decoder.plan(request, 21)
+    return rnd, request.draft.forwards
 
 
 # Copies have been accepted, always where the draft agreed and never where it did not.
@@ -58,12 +73,12 @@ def test_the_draft_sees_the_chain_in_one_forward_and_drafts_past_its_end(monkeyp
     children go on below the chain's end within that one level."""
     pair = make_pair(GREEDY_TARGET, GREEDY_TARGET)  # a draft that agrees with the target
     chain = ar_tokens(REPEATING[0], 4)
-    decoder = serial(pair, monkeypatch, "greedy", "on").decoder
-    (tree, nodes, _, shown), forwards = grown(decoder, [chain], 1, monkeypatch)
+    rnd, forwards = grown(serial(pair, monkeypatch, "greedy", "on", max_draft_len=1), [chain])
+    tree, shown = rnd.tree, rnd.shown[0]
     assert forwards == 1
-    assert tree.tokens[:4] == chain and nodes.lookup[:4] == [True] * 4 and shown.agrees == [True] * 4
-    assert nodes.drafted[:4] == [True] * 4
-    assert any(tree.parents[j] == 3 and nodes.drafted[j] for j in range(4, len(tree)))
+    assert tree.tokens[:4] == chain and rnd.lookup[:4] == [True] * 4 and shown.agrees == [True] * 4
+    assert rnd.drafted[:4] == [True] * 4
+    assert any(tree.parents[j] == 3 and rnd.drafted[j] for j in range(4, len(tree)))
 
 
 def test_the_chain_is_cut_where_the_draft_disagrees_and_such_tokens_are_rarely_accepted(monkeypatch):
@@ -72,11 +87,12 @@ def test_the_chain_is_cut_where_the_draft_disagrees_and_such_tokens_are_rarely_a
     with torch.inference_mode():  # the draft's least likely token after `right`, then any
         unlikely = int(GREEDY_TARGET(input_ids=torch.tensor([REPEATING[0] + right])).logits[0, -1].argmin())
     wrong = [unlikely, 1, 2, 3]
-    decoder = serial(pair, monkeypatch, "greedy", "auto", costs=COSTLY).decoder
-    (tree, nodes, _, shown), _ = grown(decoder, [right + wrong], 1, monkeypatch, AGREEMENT_PAYS)
+    engine = serial(pair, monkeypatch, "greedy", "auto", costs=COSTLY, max_draft_len=1)
+    rnd, _ = grown(engine, [right + wrong], AGREEMENT_PAYS)
+    shown = rnd.shown[0]
     assert shown.tokens == right + wrong  # shown whole: the draft judges it
     assert shown.agrees[:3] == [True, True, False]
-    assert sum(nodes.lookup) == 2 and tree.tokens[:2] == right
+    assert sum(rnd.lookup) == 2 and rnd.tree.tokens[:2] == right
 
 
 def test_of_several_copies_the_tree_keeps_the_one_the_draft_agrees_with(monkeypatch):
@@ -85,11 +101,12 @@ def test_of_several_copies_the_tree_keeps_the_one_the_draft_agrees_with(monkeypa
     pair = make_pair(GREEDY_TARGET, GREEDY_TARGET)
     right = ar_tokens(REPEATING[0], 3)
     wrong = right[:1] + [(right[1] + 1) % 64, right[2]]
-    decoder = serial(pair, monkeypatch, "greedy", "auto", costs=COSTLY).decoder
-    (tree, nodes, _, shown), forwards = grown(decoder, [wrong, right], 1, monkeypatch, AGREEMENT_PAYS)
+    engine = serial(pair, monkeypatch, "greedy", "auto", costs=COSTLY, max_draft_len=1)
+    rnd, forwards = grown(engine, [wrong, right], AGREEMENT_PAYS)
+    shown = rnd.shown[0]
     assert shown.tokens == wrong + right[1:] and shown.parents == [-1, 0, 1, 0, 3]  # one shared node
     assert forwards == 1 and shown.agrees == [True, False, False, True, True]
-    assert [tree.tokens[j] for j in range(len(tree)) if nodes.lookup[j]] == right
+    assert [rnd.tree.tokens[j] for j in range(len(rnd.tree)) if rnd.lookup[j]] == right
 
 
 def test_the_trie_merges_shared_prefixes_and_stops_at_eos_length_and_room():
@@ -103,12 +120,12 @@ def test_lookup_nodes_also_hang_under_drafted_nodes(draft_sampling, monkeypatch)
     """Where the draft leaves a copied span, lookup is tried again below its likeliest new node;
     the exact-distribution tests of test_lookup.py run these very trees (same pair, prompt and
     options)."""
-    decoder = serial(SMALL_PAIR, monkeypatch, draft_sampling).decoder
-    decoder.start(LOOKUP_PROMPT, SAMPLINGS["t1"], 0)
-    tree, nodes, _, shown = decoder._grow(list(LOOKUP_PROMPT), 3, reach=8)
-    assert any(trie.anchor >= 0 and trie.tokens for trie in shown)
-    under = [tree.parents[j] for j in range(len(tree)) if nodes.lookup[j] and tree.parents[j] >= 0]
-    assert any(nodes.drafted[parent] and not nodes.lookup[parent] for parent in under)
+    engine = serial(SMALL_PAIR, monkeypatch, draft_sampling, max_draft_len=3)
+    rnd = planned(engine, LOOKUP_PROMPT, SAMPLINGS["t1"], 0, reach=8)
+    assert any(trie.anchor >= 0 and trie.tokens for trie in rnd.shown)
+    tree = rnd.tree
+    under = [tree.parents[j] for j in range(len(tree)) if rnd.lookup[j] and tree.parents[j] >= 0]
+    assert any(rnd.drafted[parent] and not rnd.lookup[parent] for parent in under)
 
 
 def test_rates_are_learnt_by_agreement_up_to_the_first_mismatch():
@@ -136,12 +153,11 @@ def test_the_gate_learns_from_the_roots_likeliest_continuation():
 
 def test_sampled_children_beside_a_chain_token_are_never_that_token(monkeypatch):
     pair = make_pair(GREEDY_TARGET, DRAFTS["partly-aligned"])
-    decoder = serial(pair, monkeypatch, "sample", "on").decoder
+    engine = serial(pair, monkeypatch, "sample", "on", max_draft_len=1)
     chain, checked = ar_tokens(REPEATING[0], 3), 0
-    monkeypatch.setattr(tree_module, "lookup_continuations", lambda context, num_tokens, count: [chain])
+    engine.decoder.proposer = Copies([chain])
     for seed in range(5):
-        decoder.start(REPEATING[0], SAMPLINGS["t1"], seed)
-        tree, _, _, _ = decoder._grow(list(REPEATING[0]), 1, reach=20)
+        tree = planned(engine, REPEATING[0], SAMPLINGS["t1"], seed, reach=20).tree
         parents = tree.parents
         siblings = [(c, j) for c in range(3, len(tree)) for j in range(3) if parents[c] == parents[j]]
         for child, link in siblings:  # a sampled child and the chain token beside it

@@ -17,7 +17,7 @@ import torch
 from oracle import Enumerator, max_difference
 
 from specbranch.sampling import sample, sample_without_replacement
-from specbranch.tree import TokenTree
+from specbranch.token_tree import TokenTree
 from specbranch.verify import verify_tree
 
 V = 3

@@ -135,8 +135,8 @@ class _TextTracker:
 class Engine:
     """A decoding method bound to a model pair.
 
-    method: "ar", "sd", "pearl" or "specbranch" (`specbranch.decoders.METHODS`).
-    spec: speculative knobs; options: method-specific extras passed to the decoder.
+    method: a name in the method registry (`specbranch.runtime.METHODS`: ar, sd, lookup, pearl,
+    specbranch). spec: speculative knobs; options: method-specific extras passed to the decoder.
     """
 
     def __init__(
@@ -177,14 +177,13 @@ class Engine:
         eos = frozenset() if config.ignore_eos else self.pair.eos_ids
         metrics = GenerationMetrics()
         tracker = _TextTracker(self.pair, config.stop)
-        seq = list(prompt_ids)
         new: list[int] = []
         origins: list[str] = []
         finish = None
         start = time.perf_counter()
-        self.decoder.start(prompt_ids, config.sampling, config.seed)
+        request = self.decoder.start(prompt_ids, config.sampling, config.seed)
         while finish is None:
-            stats = self.decoder.step(seq, budget - len(new))
+            stats = self.decoder.step(request, budget - len(new))
             chunk: list[int] = []
             for token, origin in zip(stats.committed, stats.origins, strict=True):
                 chunk.append(token)
@@ -196,7 +195,6 @@ class Engine:
                     finish = "length"
                 if finish:
                     break
-            seq.extend(chunk)
             metrics.add_round(stats, len(chunk))
             if not config.stop:
                 tracker.update(new)
@@ -204,7 +202,7 @@ class Engine:
                 yield Chunk(tracker.release(final=False), chunk, origins[len(new) - len(chunk) :])
         metrics.wall_seconds = time.perf_counter() - start
         metrics.new_tokens = len(new)
-        self.decoder.report(metrics)
+        self.decoder.report(request, metrics)
         result = GenerationResult(tracker.text, new, finish, len(prompt_ids), metrics, origins)
         yield Chunk(tracker.release(final=True), chunk, origins[len(new) - len(chunk) :], result)
 

@@ -20,7 +20,8 @@ Terms (ALGORITHM.md, "Metrics"):
   `draft_length` the branch length it set (PEARL: the initial block);
 - SpecBranch's `execution` ("parallel" or "serial"); in serial (tree) execution
   `tree_max_nodes` / `tree_max_depth` (N and D, the most a tree may hold), `mean_tree_size` =
-  drafted tree nodes / tree rounds, `mean_tree_depth` = tree depths / tree rounds, and
+  drafted tree nodes / tree rounds (`tree_nodes_total` / `tree_rounds`), `mean_tree_depth` = tree
+  depths / tree rounds (`tree_depth_total` / `tree_rounds`), and
   `acceptance_by_depth[d]` = walks that accepted a node at depth d + 1 / walks that tested
   children there (`depth_accepted` / `depth_tested`; d = 0: the root's children).
 
@@ -112,8 +113,8 @@ class GenerationMetrics:
     tree_max_nodes: int = 0
     tree_max_depth: int = 0
     tree_rounds: int = 0
-    tree_nodes: int = 0
-    tree_depth: int = 0
+    tree_nodes_total: int = 0
+    tree_depth_total: int = 0
     depth_tested: list[int] = field(default_factory=list)
     depth_accepted: list[int] = field(default_factory=list)
     verify_tests: dict[str, int] = field(default_factory=dict)
@@ -235,8 +236,8 @@ RATES: dict[str, Callable[[GenerationMetrics], tuple[float, float]]] = {
     "tokens_per_second": lambda m: (m.new_tokens, m.wall_seconds),
     "overlap_efficiency": lambda m: (max(m.target_busy_seconds, m.draft_busy_seconds), m.wall_seconds),
     "hrad_overhead": lambda m: (m.hrad_seconds, m.wall_seconds),
-    "mean_tree_size": lambda m: (m.tree_nodes, m.tree_rounds),
-    "mean_tree_depth": lambda m: (m.tree_depth, m.tree_rounds),
+    "mean_tree_size": lambda m: (m.tree_nodes_total, m.tree_rounds),
+    "mean_tree_depth": lambda m: (m.tree_depth_total, m.tree_rounds),
 }
 
 # What `summarize_runs` reports, in this order.

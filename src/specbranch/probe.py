@@ -7,7 +7,7 @@ warm-up run excluded, median of the rest), on dummy token ids; the caches are re
 
 Tree execution and the execution choice need more than one ratio: `measure_curve` times a
 forward at several widths (`specbranch.costs.CostCurve`). Which placement to measure, and the
-cache that keeps the result per machine and model pair, are `specbranch.runtime.costs`.
+cache that keeps the result per machine and model pair, are `specbranch.runtime.placement`.
 """
 
 from __future__ import annotations
@@ -19,21 +19,21 @@ from dataclasses import dataclass
 
 import torch
 
+from specbranch.backends.base import KVSequence
 from specbranch.costs import CostCurve
-from specbranch.runner import CachedModel
 
 VERIFY_TOKENS = 4  # a typical verification block (pending tokens + branch point)
 MAX_DRAFT_LEN = 32
 
 
-def forward_seconds(runner: CachedModel, new_tokens: int, context: int = 32, repeats: int = 3) -> float:
+def forward_seconds(runner: KVSequence, new_tokens: int, context: int = 32, repeats: int = 3) -> float:
     """Median wall time of one forward over `new_tokens` tokens after `context` cached tokens."""
     seq = [(7 * i + 3) % runner.vocab_size for i in range(context + new_tokens)]
     return _median_seconds(runner, seq[:context], lambda: runner.logits_for(seq, new_tokens), repeats)
 
 
 def _median_seconds(
-    runner: CachedModel, context: list[int], forward: Callable[[], object], repeats: int
+    runner: KVSequence, context: list[int], forward: Callable[[], object], repeats: int
 ) -> float:
     """Median wall time of `forward` over `repeats` calls after a warm-up one, each with exactly
     `context` in the cache; the cache is left empty."""
@@ -74,16 +74,16 @@ SHARED_SIZES = (1, 2, 4, 8, 16, 32)  # the parallel mode verifies a branch, not 
 PROBE_CONTEXT = 64  # cached tokens before the measured ones: a short prompt
 
 
-def level_seconds(runner: CachedModel, width: int, repeats: int = 2) -> float:
+def level_seconds(runner: KVSequence, width: int, repeats: int = 2) -> float:
     """Median wall time of one forward over `width` new tokens after PROBE_CONTEXT cached ones,
     each attending the context (a tree level, or a verification's worth of positions)."""
     context = [(7 * i + 3) % runner.vocab_size for i in range(PROBE_CONTEXT)]
     tokens = [(11 * i + 5) % runner.vocab_size for i in range(width)]
-    level = lambda: runner.tree_step(tokens, [[] for _ in tokens], [0] * width)  # noqa: E731
+    level = lambda: runner.grow(tokens, [-1] * width)  # noqa: E731
     return _median_seconds(runner, context, level, repeats)
 
 
-def measure_curve(runner: CachedModel, sizes: tuple[int, ...], threads: int | None = None) -> CostCurve:
+def measure_curve(runner: KVSequence, sizes: tuple[int, ...], threads: int | None = None) -> CostCurve:
     """The cost curve of `runner` at `sizes` new tokens, on `threads` torch threads (None: as set)."""
     before = torch.get_num_threads()
     if threads:

@@ -100,16 +100,17 @@ def uniform(generator: torch.Generator | RandomSource) -> float:
     """One fresh uniform in [0, 1) for one accept/reject test (never reuse it for another)."""
     if not isinstance(generator, torch.Generator):
         return generator.uniform()
-    return float(torch.rand((), generator=generator))
+    return float(torch.rand((), generator=generator, device=generator.device))
 
 
-def make_generator(seed: int, stream: str) -> torch.Generator:
-    """A CPU generator for one request and one purpose.
+def make_generator(seed: int, stream: str, device: torch.device | str = "cpu") -> torch.Generator:
+    """A generator for one request and one purpose, on the device of the rows it draws from
+    (`torch.multinomial` needs the generator on the distribution's device).
 
     stream names the purpose ("verify", "draft"): each purpose gets its own independent
     sequence, so the draft's randomness never shares uniforms with verification.
     """
     offsets = {"verify": 0x5EED_0001, "draft": 0x5EED_0002}
-    generator = torch.Generator(device="cpu")
+    generator = torch.Generator(device=device)
     generator.manual_seed((seed * 0x9E3779B1 + offsets[stream]) % (2**63))
     return generator

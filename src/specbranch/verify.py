@@ -24,7 +24,7 @@ from typing import Protocol
 import torch
 
 from specbranch.sampling import sample, uniform, without
-from specbranch.tree import TokenTree
+from specbranch.token_tree import TokenTree
 
 # Kinds of verification test (one draw or uniform each, except MIXED):
 DETERMINISTIC = "deterministic"  # y ~ p compared with deterministic candidates (rules 2 and 3)
@@ -139,25 +139,34 @@ def verify_branch_roots(
     return (roots.index(y) if y in roots else None), y
 
 
-def verify_sampled_roots(
-    p_b: torch.Tensor, q_b: torch.Tensor, roots: list[int], generator: torch.Generator
+def recursive_rejection(
+    r: torch.Tensor, rows: list[torch.Tensor], tokens: list[int], generator: torch.Generator
 ) -> tuple[int | None, int]:
-    """Rule 4: recursive rejection sampling over k roots drawn i.i.d. from q_b.
+    """Rule 4: candidates tokens[i] drawn from rows[i] ([V] each), tested in order.
 
-    For i = 1..k accept roots[i] with probability min(1, r_i(c_i) / q_b(c_i)), where r_1 = p_b
-    and r_{i+1} = residual(r_i, q_b); if every root fails, sample from r_{k+1}.
-    Returns (index of the accepted root, its token) or (None, token sampled from r_{k+1}).
+    For i = 1..k accept tokens[i] with probability min(1, r_i(x_i) / q_i(x_i)), where r_1 = r
+    (the target's row) and r_{i+1} = residual(r_i, q_i); if every candidate fails, sample from
+    r_{k+1}. Returns (index of the accepted candidate, its token) or (None, the token sampled
+    from r_{k+1}). Roots drawn i.i.d. share one row; children drawn without replacement each
+    have their own (the parent's q without their earlier siblings).
     """
-    r = p_b
-    for i, root in enumerate(roots):
-        if uniform(generator) < sampled_accept_probability(r, q_b, root):
-            return i, root
-        r = residual(r, q_b)
+    for i, (q, token) in enumerate(zip(rows, tokens, strict=True)):
+        if uniform(generator) < sampled_accept_probability(r, q, token):
+            return i, token
+        r = residual(r, q)
     return None, sample(r, generator)
 
 
+def verify_sampled_roots(
+    p_b: torch.Tensor, q_b: torch.Tensor, roots: list[int], generator: torch.Generator
+) -> tuple[int | None, int]:
+    """Rule 4 over k roots drawn i.i.d. from q_b ([V]) at the branch point (p_b: [V]):
+    `recursive_rejection` with q_b for every root."""
+    return recursive_rejection(p_b, [q_b] * len(roots), roots, generator)
+
+
 class RoundProposal(Protocol):
-    """What `decide_round` reads of the draft's proposal (`specbranch.transport.messages.Proposal`).
+    """What `decide_round` reads of the draft's proposal (`specbranch.transport.messages.BranchProposal`).
 
     roots: the first token of each branch drafted from the branch point b;
     q_pending: [|U|, V] draft rows the pending tokens were sampled from; q_b: [V] the draft
@@ -301,9 +310,6 @@ def _sampled_children(
     r: torch.Tensor, tree: TokenTree, children: list[int], generator: torch.Generator
 ) -> tuple[int | None, int]:
     """Rule 4 over sampled children: (the accepted child or None, its token or the recovered one)."""
-    for child in children:
-        q, token = tree.q[child], tree.tokens[child]
-        if uniform(generator) < sampled_accept_probability(r, q, token):
-            return child, token
-        r = residual(r, q)
-    return None, sample(r, generator)
+    rows, tokens = [tree.q[c] for c in children], [tree.tokens[c] for c in children]
+    found, token = recursive_rejection(r, rows, tokens, generator)
+    return (children[found] if found is not None else None), token

@@ -1,32 +1,43 @@
 """Autoregressive decoding of the target: the speed reference and the ground truth.
 
-Loop: one target forward per token on the KV cache, sample from the processed distribution
-(argmax at temperature 0), append.
+One round: plan the target forward over the uncached committed tail (the last committed token
+at least), sample from the processed distribution (argmax at temperature 0), commit it.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import torch
+
+from specbranch.backends.base import Backend, Feed, KVSequence
 from specbranch.config import SamplingParams
-from specbranch.decoders.base import InProcessDecoder
-from specbranch.metrics import TARGET, GenerationMetrics, RoundStats
-from specbranch.runner import CachedModel
-from specbranch.sampling import make_generator, process_logits, sample
+from specbranch.decoders.base import Request, SerialDecoder
+from specbranch.metrics import TARGET, RoundStats
+from specbranch.sampling import process_logits, sample
 
 
-class AutoregressiveDecoder(InProcessDecoder):
+@dataclass
+class ARProposal:
+    """An AR round: the target forward only."""
+
+    feed: Feed
+
+
+class AutoregressiveDecoder(SerialDecoder):
     """Plain KV-cached sampling from the target."""
 
-    def __init__(self, target: CachedModel) -> None:
+    def __init__(self, target: Backend) -> None:
         self.target = target
 
-    def start(self, prompt_ids: list[int], sampling: SamplingParams, seed: int) -> None:
-        self.target.reset()
-        self.sampling = sampling
-        self.generator = make_generator(seed, "verify")
+    def start(self, prompt_ids: list[int], sampling: SamplingParams, seed: int) -> Request:
+        return Request(prompt_ids, sampling, seed, KVSequence(self.target))
 
-    def step(self, seq: list[int], budget: int) -> RoundStats:
-        p = process_logits(self.target.logits_for(seq, 1)[0], self.sampling)  # [V]
-        return RoundStats(committed=[sample(p, self.generator)], origins=[TARGET])
+    def plan(self, request: Request, budget: int) -> ARProposal:
+        return ARProposal(request.target.linear_feed(request.seq, 1))
 
-    def report(self, metrics: GenerationMetrics) -> None:
-        metrics.target_busy_seconds = self.target.busy_seconds
+    def settle(self, request: Request, proposal: ARProposal, logits: torch.Tensor) -> RoundStats:
+        p = process_logits(logits[0], request.sampling)  # [V]
+        token = sample(p, request.verify_gen)
+        request.seq.append(token)
+        return RoundStats(committed=[token], origins=[TARGET])

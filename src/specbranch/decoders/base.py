@@ -1,32 +1,71 @@
-"""What every decoder provides to the generation driver.
+"""What every decoder provides to the generation driver, and the serial methods' round.
 
-A decoder owns its models' caches and random generators for one request. The driver calls
-`start(prompt_ids, sampling, seed)` once per request, then `step(seq, budget)` once per
-round, where seq is the committed sequence so far (prompt + generated) and budget the number
-of tokens still wanted. A step runs exactly one verifying target forward and returns the
-round's committed tokens (at least one) with its statistics. The driver truncates at EOS,
-stop strings and the budget, then asks the decoder to `report` what only it knows.
+A decoder holds models (`backends`), budgets and policies; everything about one generation
+lives in its `Request`: the KV sequences, the random generators, the committed sequence, what
+the request has taught (calibration, lookup rates, the overhead estimate) and its counters.
+The driver calls `start(prompt_ids, sampling, seed)` once per request (a new `Request`), then
+`step(request, budget)` once per round, budget the tokens still wanted; each round runs exactly
+one verifying target forward, appends its committed tokens (at least one) to `request.seq`,
+and returns them with its statistics. The driver truncates at EOS, stop strings and the
+budget, then asks the decoder to `report` what only it knows.
+
+The serial methods (ar, sd, lookup, serial SpecBranch) split a round in three (`RoundDecoder`):
+
+  1. `plan(request, budget) -> Proposal`: everything before verification (lookup, drafting, the
+     tree's shape) and the target feed the round needs (its tokens, tree and rows);
+  2. the target forward, run by the caller (`run_round`: this request alone; a batch of
+     requests' feeds would run as one forward);
+  3. `settle(request, proposal, logits) -> RoundStats`: verify, commit, keep the accepted KV,
+     learn.
+
+Requests share nothing but the decoder's models, budgets and policies, so two of them can be
+planned and settled interleaved.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Protocol
 
+import torch
+
+from specbranch.backends.base import Feed, KVSequence
 from specbranch.config import SamplingParams
 from specbranch.metrics import GenerationMetrics, RoundStats
 from specbranch.sampling import make_generator
 
 
+@dataclass
+class Request:
+    """One generation in flight (module docstring): `seq` the committed tokens (prompt, then
+    every round's), `target` / `draft` its KV sequences, one generator per purpose on the device
+    whose rows it draws from (verification: the target's; drafting: the draft's)."""
+
+    prompt_ids: list[int]
+    sampling: SamplingParams
+    seed: int
+    target: KVSequence
+    draft: KVSequence | None = None
+    seq: list[int] = field(init=False)
+    verify_gen: torch.Generator = field(init=False)
+    draft_gen: torch.Generator | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.seq = list(self.prompt_ids)
+        self.verify_gen = make_generator(self.seed, "verify", self.target.device)
+        self.draft_gen = make_generator(self.seed, "draft", self.draft.device) if self.draft else None
+
+
 class Decoder(Protocol):
-    """One decoding method bound to a model pair and a request."""
+    """One decoding method bound to its models."""
 
-    def start(self, prompt_ids: list[int], sampling: SamplingParams, seed: int) -> None:
-        """Reset caches and generators for a new request."""
+    def start(self, prompt_ids: list[int], sampling: SamplingParams, seed: int) -> Request:
+        """A new request: fresh caches and generators."""
 
-    def step(self, seq: list[int], budget: int) -> RoundStats:
-        """Run one round on the committed sequence; return what it committed."""
+    def step(self, request: Request, budget: int) -> RoundStats:
+        """Run one round of the request; return what it committed."""
 
-    def report(self, metrics: GenerationMetrics) -> None:
+    def report(self, request: Request, metrics: GenerationMetrics) -> None:
         """Fill in the request's figures only the decoder knows: busy seconds of both sides, draft
         forwards, and for the parallel methods the measured cost ratio c and the branch length."""
 
@@ -38,6 +77,33 @@ class Decoder(Protocol):
 
     def close(self) -> None:
         """Release workers or other resources (no-op for in-process decoders)."""
+
+
+class Proposal(Protocol):
+    """A serial round between plan and settle: at least the target feed it needs."""
+
+    feed: Feed
+
+
+class RoundDecoder(Protocol):
+    """A serial method's round in three steps (module docstring)."""
+
+    def plan(self, request: Request, budget: int) -> Proposal: ...
+
+    def settle(self, request: Request, proposal: Proposal, logits: torch.Tensor) -> RoundStats: ...
+
+
+def run_round(decoder: RoundDecoder, request: Request, budget: int) -> RoundStats:
+    """One round of one request: plan, the target forward, settle."""
+    proposal = decoder.plan(request, budget)
+    logits = request.target.backend.forward([proposal.feed])[0]
+    return decoder.settle(request, proposal, logits)
+
+
+def room(request: Request, budget: int, max_length: int) -> int:
+    """The most tokens a round may propose: the target emits one token beyond them, and no
+    position may pass the context window."""
+    return max(0, min(budget - 1, max_length - len(request.seq) - 1))
 
 
 class InProcessDecoder:
@@ -55,18 +121,14 @@ class InProcessDecoder:
 
 
 class SerialDecoder(InProcessDecoder):
-    """An in-process decoder with a target and a draft `CachedModel` (`self.target`,
-    `self.draft`) run one after the other: a request starts with both caches reset and one
-    generator per purpose; its report is their busy times and draft forwards."""
+    """A serial method's step (`run_round`) and report: the busy time of both sides and the
+    draft's forwards."""
 
-    def start(self, prompt_ids: list[int], sampling: SamplingParams, seed: int) -> None:
-        self.target.reset()
-        self.draft.reset()
-        self.sampling = sampling
-        self.verify_gen = make_generator(seed, "verify")
-        self.draft_gen = make_generator(seed, "draft")
+    def step(self, request: Request, budget: int) -> RoundStats:
+        return run_round(self, request, budget)
 
-    def report(self, metrics: GenerationMetrics) -> None:
-        metrics.target_busy_seconds = self.target.busy_seconds
-        metrics.draft_busy_seconds = self.draft.busy_seconds
-        metrics.draft_forwards = self.draft.forwards
+    def report(self, request: Request, metrics: GenerationMetrics) -> None:
+        metrics.target_busy_seconds = request.target.busy_seconds
+        if request.draft is not None:
+            metrics.draft_busy_seconds = request.draft.busy_seconds
+            metrics.draft_forwards = request.draft.forwards

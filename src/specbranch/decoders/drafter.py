@@ -2,7 +2,7 @@
 
 Terms (ALGORITHM.md): X = committed tokens, U = pending tokens (drafted, not yet verified),
 b = the branch point right after X + U. Each round the draft receives a `Decision` (what the
-target committed last round and which tokens stay pending) and answers with a `Proposal`
+target committed last round and which tokens stay pending) and answers with a `BranchProposal`
 (the messages: `specbranch.transport.messages`):
 
   1. apply the decision: keep the KV of the surviving branch (only its new positions move),
@@ -11,7 +11,7 @@ target committed last round and which tokens stay pending) and answers with a `P
      tokens of q_b (deterministic drafting, verified with rule 3) or k i.i.d. samples from q_b
      (sampled drafting, rule 4). *Confidence* max q is read from the draft's own softmax
      (temperature 1, no truncation), so it is informative at temperature 0 too;
-  3. extend all branches together, one batched tree forward per step (`CachedModel.tree_step`:
+  3. extend all branches together, one batched tree forward per step (`KVSequence.grow`:
      the branches share the prefix KV), up to `max_len` tokens per branch, root included.
      A branch stops at EOS, or at its first position whose draft confidence max q < epsilon
      (that position is the natural next branch point; nothing is drafted there; the first
@@ -30,18 +30,18 @@ from dataclasses import dataclass, field
 
 import torch
 
+from specbranch.backends.base import KVSequence
 from specbranch.policies import DraftPolicy, RoundFeedback, build_policy
-from specbranch.runner import CachedModel
 from specbranch.sampling import make_generator, process_logits, sample
-from specbranch.transport.messages import Decision, DraftRequest, Proposal
+from specbranch.transport.messages import BranchProposal, Decision, DraftRequest
 
 
 @dataclass
 class _Branch:
-    """A branch in the draft's token tree: its tokens, their cache slots, their q rows."""
+    """A branch in the draft's token tree: its tokens, their tree node ids, their q rows."""
 
     tokens: list[int]
-    slots: list[int] = field(default_factory=list)  # cache positions of the fed tokens
+    slots: list[int] = field(default_factory=list)  # the draft's node ids of the fed tokens
     rows: list[torch.Tensor] = field(default_factory=list)  # q rows of tokens[1:]
     confidences: list[float] = field(default_factory=list)  # draft confidence at tokens[1:]
     open: bool = True
@@ -56,8 +56,8 @@ def confidence(logits: torch.Tensor) -> torch.Tensor:
 class BranchDrafter:
     """Runs the draft model for one request at a time; see the module docstring."""
 
-    def __init__(self, runner: CachedModel, eos_ids: frozenset[int]) -> None:
-        self.runner = runner
+    def __init__(self, kv: KVSequence, eos_ids: frozenset[int]) -> None:
+        self.kv = kv
         self.eos_ids = eos_ids
         self.policy: DraftPolicy | None = None
         self.policy_key: tuple | None = None
@@ -67,7 +67,7 @@ class BranchDrafter:
 
         The draft-length policy is kept (and keeps learning) while requests ask for the same one.
         """
-        self.runner.reset()
+        self.kv.reset()
         self.request = request
         key = (request.policy, request.policy_gamma, request.policy_cap)
         if key != self.policy_key:
@@ -79,7 +79,7 @@ class BranchDrafter:
         self.known: list[int] = []  # X + U
         self.branches: list[_Branch] = []
 
-    def round(self, decision: Decision) -> Proposal:
+    def round(self, decision: Decision) -> BranchProposal:
         """Apply the decision, then draft branches from the new branch point."""
         max_len = decision.max_len
         if self.policy is not None:
@@ -92,34 +92,33 @@ class BranchDrafter:
             self.round_started = now
             max_len = min(max_len, self.policy.max_length())
         q_pending = self._apply(decision)
-        logits = self.runner.logits_for(self.known, 1)[0]  # [V]
+        logits = self.kv.logits_for(self.known, 1)[0]  # [V]
         q_b = process_logits(logits, self.request.sampling)  # [V]
         self.branches = [_Branch([root]) for root in self._roots(logits, q_b)]
         self._extend(max_len)
-        return Proposal(
+        return BranchProposal(
             branches=[b.tokens for b in self.branches],
             confidences=[b.confidences for b in self.branches],
             q_pending=q_pending,
             q_b=q_b if self.request.sampled else None,
-            busy_seconds=self.runner.busy_seconds,
-            forwards=self.runner.forwards,
+            busy_seconds=self.kv.busy_seconds,
+            forwards=self.kv.forwards,
         )
 
     def _apply(self, decision: Decision) -> torch.Tensor | None:
         """Update X + U and the cache; return the q rows of the new pending tokens."""
-        vocab = self.runner.vocab_size
+        vocab = self.kv.vocab_size
         rows = torch.zeros(0, vocab) if self.request.sampled else None
         if decision.branch >= 0:
             branch = self.branches[decision.branch]
             kept = len(decision.pending)
             if branch.tokens[1 : 1 + kept] != decision.pending:
                 raise ValueError("pending tokens do not continue the chosen branch")
-            fed = branch.slots[: 1 + kept]  # root and kept tokens that already have KV
-            self.runner.keep_branch(fed, branch.tokens[: len(fed)])
+            self.kv.keep(branch.slots[: 1 + kept])  # root and kept tokens that already have KV
             if self.request.sampled and kept:
                 rows = torch.stack(branch.rows[:kept])  # [kept, V]
         else:
-            self.runner.crop(len(self.runner.tokens))  # drop every branch
+            self.kv.crop(len(self.kv.tokens))  # drop every branch
         self.committed.extend(decision.commit)
         self.known = self.committed + decision.pending
         self.branches = []
@@ -139,12 +138,9 @@ class BranchDrafter:
             branch.cut = i >= self.request.whole_branches
         while any(b.open for b in self.branches):
             active = [b for b in self.branches if b.open]
-            base = self.runner.cache_length()
-            logits = self.runner.tree_step(
-                [b.tokens[-1] for b in active],
-                [b.slots for b in active],
-                [len(b.tokens) - 1 for b in active],
-            )  # [m, V]
+            first = len(self.kv.parents)  # the node id of the first token fed now
+            parents = [b.slots[-1] if b.slots else -1 for b in active]  # a root hangs off U's end
+            logits = self.kv.grow([b.tokens[-1] for b in active], parents)  # [m, V]
             q = process_logits(logits, self.request.sampling)  # [m, V]
             raw = logits.float().softmax(-1)  # [m, V] the draft's own distribution (see confidence)
             conf = raw.amax(-1).tolist()  # [m]
@@ -152,7 +148,7 @@ class BranchDrafter:
             if self.policy is not None:
                 sure = [s and k for s, k in zip(sure, self.policy.keep(raw), strict=True)]
             for i, branch in enumerate(active):
-                branch.slots.append(base + i)
+                branch.slots.append(first + i)
                 if not sure[i]:
                     branch.open = False
                     continue

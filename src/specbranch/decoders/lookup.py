@@ -14,20 +14,24 @@ The candidates depend on the committed context only, so they are fixed before ve
 they are deterministic drafts, verified by rule 2 at any temperature (draw y ~ p, accept the
 candidate if y equals it), which keeps the output exactly the target's.
 
-`LookupDecoder` (`--method lookup`) runs lookup alone with the target: no draft model.
-`AcceptanceRate` and `matches` are the gate by which `sd` and SpecBranch's trees (`--lookup
-auto`) decide how much of the candidates to verify.
+`PromptLookup` is the rule as a proposer (`decoders.proposer`). `LookupDecoder` (`--method
+lookup`) runs it alone with the target: no draft model. `matches` feeds the gates
+(`estimators.AcceptanceRate`) by which `sd` and SpecBranch's trees (`--lookup auto`) decide how
+much of the candidates to verify.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+
+from specbranch.backends.base import Backend, Feed, KVSequence
 from specbranch.config import SamplingParams
-from specbranch.decoders.base import InProcessDecoder
-from specbranch.metrics import LOOKUP, GenerationMetrics, RoundStats
-from specbranch.runner import CachedModel
-from specbranch.sampling import make_generator, process_logits
+from specbranch.decoders.base import Request, SerialDecoder, room
+from specbranch.decoders.proposer import Proposer
+from specbranch.metrics import LOOKUP, RoundStats
+from specbranch.sampling import process_logits
 from specbranch.verify import block_tests, verify_deterministic_block
 
 MAX_NGRAM = 3  # the longest context suffix looked up
@@ -81,48 +85,51 @@ def matches(candidates: list[int], committed: list[int]) -> tuple[int, int]:
     return hits, hits
 
 
+@dataclass(frozen=True)
+class PromptLookup:
+    """Prompt lookup as a `Proposer` (`decoders.proposer`): the rule above, suffixes of up to
+    `max_ngram` tokens."""
+
+    max_ngram: int = MAX_NGRAM
+
+    def continuations(self, context: list[int], num_tokens: int, count: int) -> list[list[int]]:
+        return lookup_continuations(context, self.max_ngram, num_tokens, count)
+
+
+PROMPT_LOOKUP = PromptLookup()  # the default proposer
+
+
 @dataclass
-class AcceptanceRate:
-    """A per-token acceptance probability learnt in a request: `tests` positions tested, `hits`
-    accepted, both decaying by `decay` per round so the estimate follows the text (code, prose);
-    rate = (hits + 1) / (tests + 2) (one prior success and failure)."""
+class LookupProposal:
+    """A lookup round: the candidates verified and the target forward over them."""
 
-    tests: float = 0.0
-    hits: float = 0.0
-    decay: float = 0.9
-
-    @property
-    def rate(self) -> float:
-        return (self.hits + 1.0) / (self.tests + 2.0)
-
-    def learn(self, tests: int, hits: int) -> None:
-        """One round's tests and hits."""
-        self.tests = self.decay * self.tests + tests
-        self.hits = self.decay * self.hits + hits
+    feed: Feed
+    tokens: list[int]
 
 
-class LookupDecoder(InProcessDecoder):
-    """Prompt lookup with the target alone: propose from the context, verify with rule 2.
+class LookupDecoder(SerialDecoder):
+    """A proposer's candidates verified by the target alone with rule 2 (default: prompt lookup).
 
     max_length: the context window; the candidates are cut so no position exceeds it.
     """
 
-    def __init__(self, target: CachedModel, max_length: int) -> None:
-        self.target, self.max_length = target, max_length
+    def __init__(self, target: Backend, max_length: int, proposer: Proposer = PROMPT_LOOKUP) -> None:
+        self.target, self.max_length, self.proposer = target, max_length, proposer
 
-    def start(self, prompt_ids: list[int], sampling: SamplingParams, seed: int) -> None:
-        self.target.reset()
-        self.sampling = sampling
-        self.generator = make_generator(seed, "verify")
+    def start(self, prompt_ids: list[int], sampling: SamplingParams, seed: int) -> Request:
+        return Request(prompt_ids, sampling, seed, KVSequence(self.target))
 
-    def step(self, seq: list[int], budget: int) -> RoundStats:
-        # The target emits one token beyond the candidates; no position may pass the window.
-        room = max(0, min(NUM_TOKENS, budget - 1, self.max_length - len(seq) - 1))
-        tokens = lookup_candidates(seq)[:room]
-        p = process_logits(self.target.logits_for(seq + tokens, len(tokens) + 1), self.sampling)  # [n+1, V]
-        accepted, nxt = verify_deterministic_block(p, tokens, self.generator)
+    def plan(self, request: Request, budget: int) -> LookupProposal:
+        n = min(NUM_TOKENS, room(request, budget, self.max_length))
+        found = self.proposer.continuations(request.seq, n, 1)
+        tokens = found[0] if found else []
+        return LookupProposal(request.target.linear_feed(request.seq + tokens, len(tokens) + 1), tokens)
+
+    def settle(self, request: Request, proposal: LookupProposal, logits: torch.Tensor) -> RoundStats:
+        tokens = proposal.tokens
+        p = process_logits(logits, request.sampling)  # [n+1, V]
+        accepted, nxt = verify_deterministic_block(p, tokens, request.verify_gen)
         tests = block_tests(accepted, len(tokens), sampled=False)
-        return RoundStats.block(tokens, accepted, nxt, [LOOKUP] * len(tokens), tests)
-
-    def report(self, metrics: GenerationMetrics) -> None:
-        metrics.target_busy_seconds = self.target.busy_seconds
+        stats = RoundStats.block(tokens, accepted, nxt, [LOOKUP] * len(tokens), tests)
+        request.seq.extend(stats.committed)
+        return stats

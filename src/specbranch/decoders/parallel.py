@@ -19,8 +19,10 @@ branches, when a branch stops, how long to draft). One round (ALGORITHM.md, "Spe
      other branches stay cut, so the draft's round costs about what it costs without H-RAD.
 
 The draft is reached through a `DraftLink` (`specbranch.transport`). The KV caches roll back
-implicitly: the target's via `CachedModel.logits_for` (crop to the common prefix), the draft's
-when it applies the next decision. The round's statistics are filled from its verdict, in one
+implicitly: the target's via `KVSequence.logits_for` (crop to the common prefix), the draft's
+when it applies the next decision. The link serves one request at a time: the request's state
+(`ParallelRequest`) lives apart from the decoder, but a second request starts only after the
+first has ended. The round's statistics are filled from its verdict, in one
 place (`_stats`).
 
 A round that fails leaves nothing stale: between step 1 and step 3 the draft's reply is
@@ -33,13 +35,15 @@ behind), and the next `start` resets both sides.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
+from specbranch.backends.base import Backend, KVSequence
 from specbranch.config import SamplingParams
+from specbranch.decoders.base import Request
 from specbranch.metrics import BRANCH, DRAFT, TARGET, GenerationMetrics, RoundStats
-from specbranch.runner import CachedModel
-from specbranch.sampling import make_generator, process_logits
-from specbranch.transport.messages import Decision, DraftLink, DraftRequest, Proposal
+from specbranch.sampling import process_logits
+from specbranch.transport.messages import BranchProposal, Decision, DraftLink, DraftRequest
 from specbranch.verify import Verdict, decide_round
 
 
@@ -77,7 +81,7 @@ class BranchKeeper(Protocol):
         past its confidence cut, because the keeper may keep them whole (0: none)."""
 
     def keep(
-        self, target: CachedModel, root: int, confidences: list[float], epsilon: float
+        self, target: KVSequence, root: int, confidences: list[float], epsilon: float
     ) -> tuple[int, int]:
         """(branch tokens after the root to keep, predicted class or -1), from the target's last forward."""
 
@@ -93,6 +97,22 @@ class _Cut(NamedTuple):
     seconds: float = 0.0  # how long it took
 
 
+@dataclass
+class ParallelRequest(Request):
+    """A request's state between parallel rounds: U (`pending`), which branch of the last
+    proposal it continues (`branch`, -1: none), how many committed tokens the draft has been
+    told (`told`), the last round's (verified, accepted) for the draft's policy, whether the
+    keeper chose U, and the draft side's running busy time and forwards."""
+
+    pending: list[int] = field(default_factory=list)
+    branch: int = -1
+    told: int = 0
+    last: tuple[int, int] = (0, 0)
+    kept_by_keeper: bool = False
+    draft_busy: float = 0.0
+    draft_forwards: int = 0
+
+
 class ParallelDecoder:
     """Branch-parallel speculative decoding, target side (verification happens here).
 
@@ -106,7 +126,7 @@ class ParallelDecoder:
 
     def __init__(
         self,
-        target: CachedModel,
+        target: Backend,
         link: DraftLink,
         policy: BranchPolicy,
         draft_sampling: str,
@@ -116,38 +136,34 @@ class ParallelDecoder:
     ) -> None:
         self.target, self.link, self.policy, self.cost_ratio = target, link, policy, cost_ratio
         self.draft_sampling, self.draft_policy = draft_sampling, draft_policy
-        self.draft_busy, self.draft_forwards = 0.0, 0
         self.keeper = keeper
 
-    def start(self, prompt_ids: list[int], sampling: SamplingParams, seed: int) -> None:
-        self.target.reset()
+    def start(self, prompt_ids: list[int], sampling: SamplingParams, seed: int) -> ParallelRequest:
+        request = ParallelRequest(prompt_ids, sampling, seed, KVSequence(self.target))
         self.policy.reset()
-        self.sampling = sampling
-        self.sampled = self.draft_sampling == "sample" and not sampling.greedy
-        self.verify_gen = make_generator(seed, "verify")
-        self.pending: list[int] = []  # U
-        self.branch = -1  # which branch of the last proposal U continues
-        self.told = 0  # committed tokens the draft has been told about
-        self.draft_busy, self.draft_forwards = 0.0, 0
-        policy = self.policy
-        self.last = (0, 0)  # (verified, accepted) of the last round, for the draft's policy
-        self.kept_by_keeper = False  # whether the keeper chose the current U
+        sampled = self.sampled(request)
         whole = self.keeper.start(sampling) if self.keeper is not None else 0
-        self.target.capture_layers = self.keeper.capture_layers if self.keeper is not None else 0
-        request = DraftRequest(prompt_ids, sampling, seed, self.sampled, policy.k_max, policy.epsilon, whole)
-        request.policy, request.policy_gamma, request.policy_cap = self.draft_policy
-        self.link.start(request)
+        request.target.capture_layers = self.keeper.capture_layers if self.keeper is not None else 0
+        policy = self.policy
+        draft = DraftRequest(prompt_ids, sampling, seed, sampled, policy.k_max, policy.epsilon, whole)
+        draft.policy, draft.policy_gamma, draft.policy_cap = self.draft_policy
+        self.link.start(draft)
+        return request
 
-    def step(self, seq: list[int], budget: int) -> RoundStats:
+    def sampled(self, request: Request) -> bool:
+        """Whether the request's drafts are sampled (rules 1 and 4) rather than deterministic."""
+        return self.draft_sampling == "sample" and not request.sampling.greedy
+
+    def step(self, request: ParallelRequest, budget: int) -> RoundStats:
         """One round, steps 1-5 of the module docstring."""
-        pending = self.pending
+        pending, seq = request.pending, request.seq
         # Branch tokens past the budget could never be committed.
         max_len = max(1, min(self.policy.draft_length(), budget - len(pending)))
-        self.link.send(Decision(seq[self.told :], pending, self.branch, max_len, *self.last))
-        self.told = len(seq)
+        self.link.send(Decision(seq[request.told :], pending, request.branch, max_len, *request.last))
+        request.told = len(seq)
         try:
-            logits = self.target.logits_for(seq + pending, len(pending) + 1)
-            p = process_logits(logits, self.sampling)  # [|U|+1, V]
+            logits = request.target.logits_for(seq + pending, len(pending) + 1)
+            p = process_logits(logits, request.sampling)  # [|U|+1, V]
         except BaseException:
             # The draft answers this decision whatever happens here. Left unread, its proposal
             # puts the link out of step for the next request (a stale first proposal; over gloo,
@@ -155,36 +171,37 @@ class ParallelDecoder:
             self.link.drain()
             raise
         proposal = self.link.receive()
-        self.draft_busy, self.draft_forwards = proposal.busy_seconds, proposal.forwards
-        verdict = decide_round(p, pending, proposal, self.sampled, self.verify_gen)
-        if self.kept_by_keeper:  # the keeper learns how the U it chose fared
+        request.draft_busy, request.draft_forwards = proposal.busy_seconds, proposal.forwards
+        verdict = decide_round(p, pending, proposal, self.sampled(request), request.verify_gen)
+        if request.kept_by_keeper:  # the keeper learns how the U it chose fared
             self.keeper.observe(len(pending), verdict.pending_accepted)
-        origins = _origins(verdict, self.branch)
-        cut = self._next_pending(verdict, proposal)
+        origins = _origins(verdict, request.branch)
+        cut = self._next_pending(request, verdict, proposal)
         self.policy.update(verdict.hit is not None)
-        self.last = (verdict.verified, verdict.accepted)
+        request.last = (verdict.verified, verdict.accepted)
+        request.seq.extend(verdict.committed)
         return self._stats(verdict, origins, pending, proposal, cut)
 
-    def _next_pending(self, verdict: Verdict, proposal: Proposal) -> _Cut:
+    def _next_pending(self, request: ParallelRequest, verdict: Verdict, proposal: BranchProposal) -> _Cut:
         """Set the next U: after a hit the rest of that branch, cut by the keeper if there is one."""
-        self.kept_by_keeper = False
+        request.kept_by_keeper = False
         if verdict.hit is None:
-            self.pending, self.branch = [], -1
+            request.pending, request.branch = [], -1
             return _Cut()
-        self.pending, self.branch = proposal.branches[verdict.hit][1:], verdict.hit
-        if self.keeper is None or not self.pending:
+        request.pending, request.branch = proposal.branches[verdict.hit][1:], verdict.hit
+        if self.keeper is None or not request.pending:
             return _Cut()
         start = time.perf_counter()
         root, confidences = verdict.committed[-1], proposal.confidences[verdict.hit]
-        kept, hrad_class = self.keeper.keep(self.target, root, confidences, self.policy.epsilon)
-        dropped = len(self.pending) - kept
-        self.pending = self.pending[:kept]
-        self.kept_by_keeper = True
+        kept, hrad_class = self.keeper.keep(request.target, root, confidences, self.policy.epsilon)
+        dropped = len(request.pending) - kept
+        request.pending = request.pending[:kept]
+        request.kept_by_keeper = True
         return _Cut(dropped, hrad_class, time.perf_counter() - start)
 
     @staticmethod
     def _stats(
-        verdict: Verdict, origins: list[str], pending: list[int], proposal: Proposal, cut: _Cut
+        verdict: Verdict, origins: list[str], pending: list[int], proposal: BranchProposal, cut: _Cut
     ) -> RoundStats:
         """The round's statistics, all filled here from its verdict (and the keeper's cut).
 
@@ -207,9 +224,10 @@ class ParallelDecoder:
             tests=verdict.tests,
         )
 
-    def report(self, metrics: GenerationMetrics) -> None:
-        metrics.target_busy_seconds, metrics.draft_busy_seconds = self.target.busy_seconds, self.draft_busy
-        metrics.draft_forwards = self.draft_forwards
+    def report(self, request: ParallelRequest, metrics: GenerationMetrics) -> None:
+        metrics.target_busy_seconds = request.target.busy_seconds
+        metrics.draft_busy_seconds = request.draft_busy
+        metrics.draft_forwards = request.draft_forwards
         metrics.cost_ratio, metrics.draft_length = self.cost_ratio, self.policy.base_length
         metrics.execution = "parallel"
 

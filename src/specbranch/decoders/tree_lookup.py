@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from specbranch.decoders.lookup import AcceptanceRate, matches
-from specbranch.tree import TokenTree
+from specbranch.decoders.lookup import matches
+from specbranch.estimators import AcceptanceRate
+from specbranch.token_tree import TokenTree
 
 LOOKUP_BRANCHES = 4  # continuations of different earlier occurrences shown at the root
 GATE_DECAY = 0.5  # weight of the past in the gate, per round: copied spans start and end at once
@@ -94,23 +95,18 @@ def score(
 
 
 def feed(
-    tree: TokenTree, frontier: list[int], trie: LookupTrie, slots: dict[int, int], base: int
-) -> tuple[list[int], list[list[int]], list[int]]:
-    """`CachedModel.tree_step`'s arguments for one draft forward over a level's new nodes and
-    then a trie under one of them, all from cache slot `base` on: tokens, each one's ancestors'
-    slots (`slots`: those of the nodes fed before), and its depth below the committed prefix
-    (minus one)."""
-    own = {j: base + i for i, j in enumerate(frontier)}
+    tree: TokenTree, frontier: list[int], trie: LookupTrie, slots: dict[int, int], first: int
+) -> tuple[list[int], list[int]]:
+    """`KVSequence.grow`'s arguments for one draft forward over a level's new nodes and then a
+    trie under one of them: the tokens, and each one's parent among the draft's tree nodes
+    (`slots`: the draft's node id of every tree node fed before; the level's nodes take ids from
+    `first` on, the trie's nodes the ids after them)."""
+    own = {j: first + i for i, j in enumerate(frontier)}
     tokens = [tree.tokens[j] for j in frontier] + trie.tokens
-    ancestors = [[slots[a] for a in tree.path(j)[:-1]] for j in frontier]
-    depths = [len(tree.path(j)) - 1 for j in frontier]
-    if trie.tokens:
-        above = [slots[a] for a in tree.path(trie.anchor)[:-1]] + [own[trie.anchor]]
-        shape, after = trie.as_tree(), base + len(frontier)
-        for j in range(len(trie.tokens)):
-            ancestors.append(above + [after + a for a in shape.path(j)[:-1]])
-            depths.append(len(above) + len(shape.path(j)) - 1)
-    return tokens, ancestors, depths
+    parents = [slots[tree.parents[j]] if tree.parents[j] >= 0 else -1 for j in frontier]
+    after = first + len(frontier)
+    parents += [own[trie.anchor] if parent < 0 else after + parent for parent in trie.parents]
+    return tokens, parents
 
 
 @dataclass

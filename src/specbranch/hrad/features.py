@@ -6,7 +6,7 @@ z = concat(hidden states of the target's last K layers at the last verified posi
 "Last verified position" is the position whose target distribution decided the newest token
 (after a branch hit: the end of U, whose output verified the branch root), so z describes the
 freshest verified context plus the token just chosen. The hidden states come from the target
-forward that verified the round (`CachedModel.capture_layers`); nothing is kept for the rest
+forward that verified the round (`KVSequence.capture_layers`); nothing is kept for the rest
 of the sequence.
 """
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from specbranch.runner import CachedModel
+from specbranch.backends.base import KVSequence
 
 DEFAULT_LAYERS = 4
 
@@ -25,10 +25,9 @@ def feature_dim(hidden_size: int, layers: int) -> int:
 
 
 @torch.inference_mode()
-def capture(target: CachedModel, newest_token: int) -> torch.Tensor:
+def capture(target: KVSequence, newest_token: int) -> torch.Tensor:
     """z for the target's last forward and the newest committed token: [(K + 1) * hidden] float32."""
     if target.last_hidden is None:
-        raise RuntimeError("the target runner captured no hidden states (set capture_layers first)")
-    ids = torch.tensor([newest_token], device=target.device)
-    embedding = target.model.get_input_embeddings()(ids)[0].float()  # [hidden]
+        raise RuntimeError("the target sequence captured no hidden states (set capture_layers first)")
+    embedding = target.backend.input_embedding(newest_token)  # [hidden]
     return torch.cat([target.last_hidden, embedding]).cpu()

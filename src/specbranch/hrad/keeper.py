@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import torch
 
+from specbranch.backends.base import KVSequence
 from specbranch.config import SamplingParams
 from specbranch.hrad.classes import HradClass
 from specbranch.hrad.features import capture
 from specbranch.hrad.predictor import Predictor, PredictorMeta
-from specbranch.runner import CachedModel
 
 ALL_BRANCHES = 1 << 16  # more branches than any branch point has
 
@@ -98,7 +98,7 @@ class PredictorKeeper:
         return int(self.trusted[HradClass.KEEP_ALL])
 
     def keep(
-        self, target: CachedModel, root: int, confidences: list[float], epsilon: float
+        self, target: KVSequence, root: int, confidences: list[float], epsilon: float
     ) -> tuple[int, int]:
         """(tokens of the branch after the root to keep, class acted on) for the branch just hit;
         class -1 (no decision) and the confident prefix where H-RAD is off in this mode."""
@@ -131,7 +131,7 @@ class LabelRecorder:
         return ALL_BRANCHES
 
     def keep(
-        self, target: CachedModel, root: int, confidences: list[float], epsilon: float
+        self, target: KVSequence, root: int, confidences: list[float], epsilon: float
     ) -> tuple[int, int]:
         self.waiting = capture(target, root)
         return len(confidences), -1

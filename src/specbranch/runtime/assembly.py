@@ -1,10 +1,10 @@
 """Builders: each method's decoder assembled on a model pair.
 
-Everything the algorithms leave to their caller happens here: KV caches (`CachedModel`), the
-thread split between the target side and the draft worker, the draft worker process (or the
-inline drafter), the cost probe (c = target verify time / draft step time, `specbranch.probe`),
-the cost curves that size trees and choose SpecBranch's execution (`runtime.placement`) and the
-H-RAD keeper a `--hrad` spec names.
+Everything the algorithms leave to their caller happens here: the backends that run the
+models (`runtime.backends`), the thread split between the target side and the draft worker,
+the draft worker process (or the inline drafter), the cost probe (c = target verify time /
+draft step time, `specbranch.probe`), the cost curves that size trees and choose SpecBranch's
+execution (`runtime.placement`) and the H-RAD keeper a `--hrad` spec names.
 """
 
 from __future__ import annotations
@@ -15,22 +15,23 @@ from pathlib import Path
 
 import torch
 
+from specbranch.backends.base import Backend, KVSequence
 from specbranch.config import DEFAULT_TREE_DEPTH, LOOKUP_DEFAULTS, ParallelConfig, SpeculativeConfig
 from specbranch.costs import Placement, choose_execution
 from specbranch.decoders.ar import AutoregressiveDecoder
+from specbranch.decoders.branch_policies import PearlPolicy, SpecBranchPolicy
 from specbranch.decoders.drafter import BranchDrafter
 from specbranch.decoders.lookup import LookupDecoder
 from specbranch.decoders.parallel import BranchKeeper, BranchPolicy, ParallelDecoder
-from specbranch.decoders.pearl import PearlPolicy
 from specbranch.decoders.sd import SpeculativeDecoder
-from specbranch.decoders.specbranch import SpecBranchPolicy
-from specbranch.decoders.tree import TreeBudget, TreeDecoder
+from specbranch.decoders.tree import TreeDecoder
+from specbranch.decoders.tree_round import TreeLimits
 from specbranch.hrad.keeper import PredictorKeeper
 from specbranch.hrad.predictor import Predictor
 from specbranch.models import ModelPair
 from specbranch.policies import build_policy
 from specbranch.probe import VERIFY_TOKENS, CostRatio, forward_seconds
-from specbranch.runner import CachedModel
+from specbranch.runtime.backends import model_backend, pair_backends
 from specbranch.runtime.placement import placement_costs
 from specbranch.transport.inline import InlineLink
 from specbranch.transport.messages import DraftLink
@@ -41,25 +42,25 @@ def build_ar(
     pair: ModelPair, spec: SpeculativeConfig, config: ParallelConfig, probe: bool
 ) -> AutoregressiveDecoder:
     """AR: the target alone."""
-    return AutoregressiveDecoder(CachedModel(pair.target, pair.vocab_size))
+    return AutoregressiveDecoder(pair_backends(pair)[0])
 
 
 def build_lookup(
     pair: ModelPair, spec: SpeculativeConfig, config: ParallelConfig, probe: bool
 ) -> LookupDecoder:
     """Prompt lookup: the target alone, candidates copied from the context."""
-    return LookupDecoder(CachedModel(pair.target, pair.vocab_size), pair.max_length)
+    return LookupDecoder(pair_backends(pair)[0], pair.max_length)
 
 
 def build_sd(
     pair: ModelPair, spec: SpeculativeConfig, config: ParallelConfig, probe: bool
 ) -> SpeculativeDecoder:
     """SD: both models in this process; the draft-length policy's cap is c when it needs one."""
-    target = CachedModel(pair.target, pair.vocab_size)
-    draft = CachedModel(pair.draft, pair.vocab_size)
+    target, draft = pair_backends(pair)
     cap = spec.gamma
     if probe:
-        cap = CostRatio(forward_seconds(target, VERIFY_TOKENS), forward_seconds(draft, 1)).draft_length
+        times = forward_seconds(KVSequence(target), VERIFY_TOKENS), forward_seconds(KVSequence(draft), 1)
+        cap = CostRatio(*times).draft_length
     policy = build_policy(spec.draft_policy or "fixed", spec.gamma, cap)
     lookup = config.lookup or LOOKUP_DEFAULTS["sd"]
     return SpeculativeDecoder(target, draft, spec, pair.max_length, pair.eos_ids, policy, lookup)
@@ -99,12 +100,11 @@ def build_tree(
     the measured serial cost curves when given."""
     depth = _tree_depth(config)
     curves = (costs.target, costs.draft) if costs else (None, None)
-    budget = TreeBudget(config.tree_nodes, depth, config.k_max, *curves)
+    limits = TreeLimits(config.tree_nodes, depth, config.k_max, *curves)
     policy = build_policy(spec.draft_policy, spec.gamma, depth) if spec.draft_policy else None
-    target = CachedModel(pair.target, pair.vocab_size)
-    draft = CachedModel(pair.draft, pair.vocab_size)
+    target, draft = pair_backends(pair)
     return TreeDecoder(
-        target, draft, spec.draft_sampling, budget, pair.max_length, pair.eos_ids, policy,
+        target, draft, spec.draft_sampling, limits, pair.max_length, pair.eos_ids, policy,
         config.lookup or LOOKUP_DEFAULTS["specbranch"],
     )
 
@@ -137,14 +137,15 @@ def _shares(config: ParallelConfig) -> tuple[int, int]:
     return config.target_threads or max(1, cores - draft_threads), draft_threads
 
 
-def _link(pair: ModelPair, config: ParallelConfig, target: CachedModel) -> DraftLink:
+def _link(pair: ModelPair, config: ParallelConfig, target: Backend) -> DraftLink:
     """The draft side: an inline drafter, or a worker process on its share of the threads."""
     target_threads, draft_threads = _shares(config)
     if config.inline:
         if config.target_threads:
             torch.set_num_threads(config.target_threads)
         draft_model = pair.draft if config.draft_device is None else pair.draft.to(config.draft_device)
-        return InlineLink(BranchDrafter(CachedModel(draft_model, pair.vocab_size), pair.eos_ids))
+        drafter = BranchDrafter(KVSequence(model_backend(draft_model, pair.vocab_size)), pair.eos_ids)
+        return InlineLink(drafter)
     options = WorkerOptions(
         threads=draft_threads,
         device=config.draft_device,
@@ -168,10 +169,11 @@ def build_parallel(
 
     Branch length: config.max_draft_len, else the measured c (probe), else 1.
     """
-    target = CachedModel(pair.target, pair.vocab_size)
+    target = pair_backends(pair)[0]
     link = _link(pair, config, target)
     try:
-        cost = CostRatio(forward_seconds(target, VERIFY_TOKENS), link.draft_seconds) if probe else None
+        verify = forward_seconds(KVSequence(target), VERIFY_TOKENS) if probe else 0.0
+        cost = CostRatio(verify, link.draft_seconds) if probe else None
     except BaseException:
         link.close()
         raise

@@ -23,12 +23,13 @@ from pathlib import Path
 
 import torch
 
+from specbranch.backends.base import KVSequence
 from specbranch.costs import CostCurve, Placement
 from specbranch.models import ModelPair
 from specbranch.models.cache import cache_dir
 from specbranch.models.numerics import cpu_info
 from specbranch.probe import DRAFT_WIDTHS, SHARED_SIZES, TARGET_SIZES, measure_curve
-from specbranch.runner import CachedModel
+from specbranch.runtime.backends import pair_backends
 
 PLACEMENT_FIELDS = ("target", "draft", "target_shared", "draft_shared")  # costs.Placement, stored
 CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "neon", "asimd")
@@ -62,8 +63,7 @@ def probe_key(pair: ModelPair, threads: tuple[int, int, int]) -> str | None:
 
 def _measure(pair: ModelPair, threads: tuple[int, int, int]) -> Placement:
     full, target_share, draft_share = threads
-    target = CachedModel(pair.target, pair.vocab_size)
-    draft = CachedModel(pair.draft, pair.vocab_size)
+    target, draft = (KVSequence(backend) for backend in pair_backends(pair))
     target_curve = measure_curve(target, TARGET_SIZES, full)
     draft_curve = measure_curve(draft, DRAFT_WIDTHS, full)
     if target.device != draft.device:  # a device each: the parallel mode runs each on its own

@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 import torch
 
 from specbranch.config import SamplingParams
-from specbranch.transport.messages import Decision, DraftRequest, Proposal
+from specbranch.transport.messages import BranchProposal, Decision, DraftRequest
 
 
 class Kind(IntEnum):
@@ -24,7 +24,7 @@ class Kind(IntEnum):
 
     START = 0  # a DraftRequest: begin a request
     DECISION = 1  # a Decision: run a round
-    PROPOSAL = 2  # a Proposal: the round's answer
+    PROPOSAL = 2  # a BranchProposal: the round's answer
     STOP = 3  # nothing: the draft side exits
     HELLO = 4  # the draft side is ready: floats = [draft_seconds]
     ERROR = 5  # the draft side failed: ints = its traceback as UTF-8 bytes
@@ -119,7 +119,7 @@ _PROPOSAL_INTS = ("forwards",)
 _PROPOSAL_FLOATS = ("busy_seconds",)
 
 
-def encode_proposal(proposal: Proposal) -> Frame:
+def encode_proposal(proposal: BranchProposal) -> Frame:
     branch_sizes, tokens = _ragged(proposal.branches)
     confidence_sizes, confidences = _ragged(proposal.confidences)
     ints = _scalars(proposal, _PROPOSAL_INTS) + branch_sizes + tokens + confidence_sizes
@@ -128,13 +128,13 @@ def encode_proposal(proposal: Proposal) -> Frame:
     return Frame(Kind.PROPOSAL, ints, floats, rows)
 
 
-def decode_proposal(frame: Frame) -> Proposal:
+def decode_proposal(frame: Frame) -> BranchProposal:
     ints, floats, rows = _Cursor(frame.ints), _Cursor(frame.floats), frame.rows
     fields = ints.named(_PROPOSAL_INTS) | floats.named(_PROPOSAL_FLOATS)
     branches = _unragged(ints, ints)
     confidences = _unragged(ints, floats)
     q_pending, q_b = (rows[:-1], rows[-1]) if rows is not None else (None, None)
-    return Proposal(branches, confidences, q_pending, q_b, **fields)
+    return BranchProposal(branches, confidences, q_pending, q_b, **fields)
 
 
 def encode_hello(draft_seconds: float) -> Frame:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from specbranch.decoders.drafter import BranchDrafter
 from specbranch.probe import forward_seconds
-from specbranch.transport.messages import Decision, DraftRequest, Proposal
+from specbranch.transport.messages import BranchProposal, Decision, DraftRequest
 
 
 class InlineLink:
@@ -17,7 +17,7 @@ class InlineLink:
     def __init__(self, drafter: BranchDrafter) -> None:
         self.drafter = drafter
         self.decision: Decision | None = None
-        self.draft_seconds = forward_seconds(drafter.runner, new_tokens=1)
+        self.draft_seconds = forward_seconds(drafter.kv, new_tokens=1)
 
     def start(self, request: DraftRequest) -> None:
         self.drafter.start(request)
@@ -25,7 +25,7 @@ class InlineLink:
     def send(self, decision: Decision) -> None:
         self.decision = decision
 
-    def receive(self) -> Proposal:
+    def receive(self) -> BranchProposal:
         assert self.decision is not None, "send a decision first"
         return self.drafter.round(self.decision)
 

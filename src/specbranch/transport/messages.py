@@ -2,7 +2,7 @@
 
 Terms (ALGORITHM.md): X = committed tokens, U = pending tokens (drafted, not yet verified),
 b = the branch point right after X + U. Per request the target sends one `DraftRequest`; per
-round it sends a `Decision` and the draft answers with a `Proposal`. A `DraftLink` carries them:
+round it sends a `Decision` and the draft answers with a `BranchProposal`. A `DraftLink` carries them:
 `InlineLink` (the draft in the caller's process) or `WorkerLink` (a draft worker process).
 """
 
@@ -60,7 +60,7 @@ class Decision:
 
 
 @dataclass
-class Proposal:
+class BranchProposal:
     """What the draft built from the branch point b.
 
     branches[i] starts with root i; confidences[i][j] is the draft's confidence (max of its own
@@ -97,7 +97,7 @@ class DraftLink(Protocol):
     def send(self, decision: Decision) -> None:
         """Hand over a decision; the draft starts drafting from it."""
 
-    def receive(self) -> Proposal:
+    def receive(self) -> BranchProposal:
         """Wait for the draft's proposal for this round."""
 
     def drain(self) -> None:

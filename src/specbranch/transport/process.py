@@ -34,10 +34,11 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
+from specbranch.backends.base import KVSequence
+from specbranch.backends.pytorch import TorchBackend
 from specbranch.decoders.drafter import BranchDrafter
 from specbranch.errors import WorkerError
 from specbranch.probe import forward_seconds
-from specbranch.runner import CachedModel
 from specbranch.transport.codec import (
     STOP_FRAME,
     Frame,
@@ -53,7 +54,7 @@ from specbranch.transport.codec import (
     encode_proposal,
     encode_request,
 )
-from specbranch.transport.messages import Decision, DraftRequest, Proposal
+from specbranch.transport.messages import BranchProposal, Decision, DraftRequest
 
 _HEADER = 5  # kind, n_ints, n_floats, n_rows, n_cols
 
@@ -128,7 +129,7 @@ def _load_drafter(model_file: str, vocab_size: int, eos_ids: list[int], device: 
     os.unlink(model_file)
     if device is not None:
         model = model.to(device)
-    return BranchDrafter(CachedModel(model, vocab_size), frozenset(eos_ids))
+    return BranchDrafter(KVSequence(TorchBackend(model, vocab_size)), frozenset(eos_ids))
 
 
 def _serve(channel: _Channel, drafter: BranchDrafter) -> None:
@@ -158,12 +159,12 @@ def draft_worker_main(
     store = dist.TCPStore(options.master_addr, port, 2, False, timedelta(seconds=options.startup_timeout))
     try:
         drafter = _load_drafter(model_file, vocab_size, eos_ids, options.device)
-        step_seconds = forward_seconds(drafter.runner, new_tokens=1)
+        step_seconds = forward_seconds(drafter.kv, new_tokens=1)
     except Exception:
         store.set("error", traceback.format_exc())
         raise
     store.set("ready", "1")
-    device = drafter.runner.device if backend == "nccl" else torch.device("cpu")
+    device = drafter.kv.device if backend == "nccl" else torch.device("cpu")
     channel = _Channel(_group(store, 1, backend, timedelta(days=365)), 0, device)
     channel.send(encode_hello(step_seconds))
     _serve(channel, drafter)
@@ -280,7 +281,7 @@ class WorkerLink:
     def send(self, decision: Decision) -> None:
         self._send(encode_decision(decision))
 
-    def receive(self) -> Proposal:
+    def receive(self) -> BranchProposal:
         return decode_proposal(self._expect(Kind.PROPOSAL))
 
     def drain(self) -> None:

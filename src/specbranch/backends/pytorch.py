@@ -1,0 +1,118 @@
+"""The PyTorch/transformers backend: a Hugging Face causal LM with one `DynamicCache` per sequence.
+
+A sequence's tree nodes live in its cache after the linear part, node id a at slot
+len(tokens) + a, so branches share the prefix KV instead of copying it. A forward over tree
+nodes passes an additive attention mask (each node sees the linear part, its ancestors and
+itself) and explicit positions; a forward of committed tokens only is a plain causal forward.
+`keep` copies the kept path's entries right after the linear part (only new positions move) and
+crops the rest. Feeds run one sequence at a time (a batch-1 cache each).
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+
+import torch
+from transformers import DynamicCache, PreTrainedModel
+
+from specbranch.backends.base import Capabilities, Feed, KVSequence
+
+
+def cache_keyword(model: PreTrainedModel) -> str:
+    """The forward's name for the KV cache: `cache` (transformers >= 5.24) or `past_key_values`."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+class TorchBackend:
+    """A transformers model behind the `Backend` interface (module docstring)."""
+
+    capabilities = Capabilities(batching=False, trees=True, hidden_states=True, devices=("cpu", "cuda"))
+
+    def __init__(self, model: PreTrainedModel, vocab_size: int) -> None:
+        self.model = model
+        self.vocab_size = vocab_size
+        self.device = next(model.parameters()).device
+        self.cache_keyword = cache_keyword(model)
+
+    def new_state(self) -> DynamicCache:
+        return DynamicCache(config=self.model.config)
+
+    @torch.inference_mode()
+    def forward(self, feeds: list[Feed]) -> list[torch.Tensor]:
+        return [self._run(feed) for feed in feeds]
+
+    def _run(self, feed: Feed) -> torch.Tensor:
+        """One timed forward of one feed; its logits [rows, V]."""
+        start = time.perf_counter()
+        seq = feed.seq
+        extra = {}
+        if feed.nodes:  # a tree: explicit mask and positions
+            extra = self._tree_inputs(feed)
+        capture = seq.capture_layers
+        ids = torch.tensor([feed.tail + feed.nodes], dtype=torch.long, device=self.device)  # [1, m]
+        out = self.model(
+            input_ids=ids,
+            use_cache=True,
+            output_hidden_states=capture > 0,
+            logits_to_keep=feed.rows,
+            **{self.cache_keyword: seq.state},
+            **extra,
+        )
+        logits = out.logits[0, -feed.rows :, : self.vocab_size]  # [rows, V]
+        if capture:  # [K * hidden]: the last K layers at the last fed position
+            seq.last_hidden = torch.cat([h[0, -1] for h in out.hidden_states[-capture:]]).float()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        seq.record(feed, time.perf_counter() - start)
+        return logits
+
+    def _tree_inputs(self, feed: Feed) -> dict[str, torch.Tensor]:
+        """The additive attention mask [1, 1, m, cache + m] and positions [1, m] of a feed with
+        tree nodes: the tail as a chain after the linear part, then each node after the linear
+        part (tail included) and its ancestors (slot len(linear) + id)."""
+        seq = feed.seq
+        prefix, base, m = len(seq.tokens), seq.cache_length(), len(feed.tail) + len(feed.nodes)
+        linear, first = prefix + len(feed.tail), len(seq.parents)  # linear length after; first new id
+        chain = list(range(prefix, linear))  # the tail's slots
+        parents = seq.parents + feed.parents
+        ancestors = [chain[:i] for i in range(len(feed.tail))]
+        depths = list(range(len(feed.tail)))
+        for i, level in enumerate(feed.levels()):
+            above, node = [], parents[first + i]
+            while node >= 0:
+                above.append(linear + node)
+                node = parents[node]
+            ancestors.append(chain + above)
+            depths.append(len(feed.tail) + level - 1)
+        dtype = self.model.dtype if self.model.dtype.is_floating_point else torch.float32
+        allowed = torch.zeros(m, base + m, dtype=torch.bool)
+        allowed[:, :prefix] = True
+        for i, anc in enumerate(ancestors):
+            allowed[i, anc] = True
+            allowed[i, base + i] = True
+        mask = torch.zeros(1, 1, m, base + m, dtype=dtype)
+        mask.masked_fill_(~allowed, torch.finfo(dtype).min)  # [1, 1, m, base + m] additive
+        positions = torch.tensor([[prefix + d for d in depths]], device=self.device)  # [1, m]
+        return {"attention_mask": mask.to(self.device), "position_ids": positions}
+
+    def crop(self, seq: KVSequence, length: int) -> None:
+        extra = seq.cache_length() - length
+        if extra > 0:
+            seq.state.crop(-extra)
+
+    @torch.inference_mode()
+    def keep(self, seq: KVSequence, path: list[int]) -> None:
+        prefix = len(seq.tokens)
+        positions = [prefix + a for a in path]
+        if positions != list(range(prefix, prefix + len(path))):
+            index = torch.tensor(positions, device=self.device)
+            for layer in seq.state.layers:
+                layer.keys[..., prefix : prefix + len(path), :] = layer.keys.index_select(-2, index)
+                layer.values[..., prefix : prefix + len(path), :] = layer.values.index_select(-2, index)
+        self.crop(seq, prefix + len(path))
+
+    def input_embedding(self, token: int) -> torch.Tensor:
+        """The model's input embedding of one token: [hidden] float32 (H-RAD's features)."""
+        ids = torch.tensor([token], device=self.device)
+        return self.model.get_input_embeddings()(ids)[0].float()
