@@ -71,6 +71,17 @@ def test_greedy_output_equals_ar(draft_name, draft_sampling):
         assert result.metrics.mean_accepted_length > 2.5
 
 
+@pytest.mark.parametrize("draft_sampling", ["sample", "greedy"])
+def test_k_max_beyond_the_vocabulary_gives_a_node_at_most_every_token(draft_sampling):
+    """A flat draft on a 4-token vocabulary with k_max 16 asks for up to 15 children: capped at 4."""
+    target = tiny_model(vocab=4, seed=0, layers=1, hidden=16, init=0.3)
+    pair = make_pair(target, tiny_model(vocab=4, seed=3, layers=1, hidden=16, init=0.01))
+    engine = serial(pair, draft_sampling, k_max=16, lookup="off")
+    result = engine.generate([1, 2, 3], GenerationConfig(max_new_tokens=12))
+    assert result.token_ids == ar_tokens(pair, [1, 2, 3], 12)
+    assert result.metrics.mean_tree_size > 3
+
+
 def test_eos_inside_the_tree_stops_like_ar():
     prompt = PROMPTS[1]
     eos = ar_tokens(make_pair(TARGET, None), prompt, 30)[12]

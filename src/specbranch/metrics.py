@@ -18,6 +18,7 @@ Terms (ALGORITHM.md, "Metrics"):
   (`HradClass.counter`);
 - `cost_ratio` = c, the measured T_target_verify / T_draft_step (parallel methods), and
   `draft_length` the branch length it set (PEARL: the initial block);
+- `backend`: what ran the models ("torch" or "llama.cpp", `backends.base.Backend.name`);
 - SpecBranch's `execution` ("parallel" or "serial"); in serial (tree) execution
   `tree_max_nodes` / `tree_max_depth` (N and D, the most a tree may hold), `mean_tree_size` =
   drafted tree nodes / tree rounds (`tree_nodes_total` / `tree_rounds`), `mean_tree_depth` = tree
@@ -110,6 +111,7 @@ class GenerationMetrics:
     hrad_keep_all: int = 0
     hrad_seconds: float = 0.0
     execution: str = ""
+    backend: str = ""
     tree_max_nodes: int = 0
     tree_max_depth: int = 0
     tree_rounds: int = 0
@@ -222,7 +224,7 @@ class GenerationMetrics:
 
 
 # merge keeps the latest value of these
-LATEST = ("cost_ratio", "draft_length", "execution", "tree_max_nodes", "tree_max_depth")
+LATEST = ("cost_ratio", "draft_length", "execution", "backend", "tree_max_nodes", "tree_max_depth")
 BY_DEPTH = ("depth_tested", "depth_accepted")  # per-depth counts, merged position by position
 
 
@@ -253,6 +255,7 @@ SUMMARY_KEYS = (
     "cost_ratio",
     "hrad_overhead",
     "execution",
+    "backend",
     "mean_tree_size",
     "mean_tree_depth",
     "acceptance_by_depth",
@@ -288,6 +291,7 @@ def summarize_runs(runs: Sequence[GenerationMetrics]) -> dict:
         "cost_ratio": statistics.mean(m.cost_ratio for m in runs),
         "hrad_overhead": rates["hrad_overhead"] if t.hrad_seconds else None,
         "execution": t.execution or None,
+        "backend": t.backend or None,
         "acceptance_by_depth": t.acceptance_by_depth,
         "accept_lengths": t.accept_lengths,
     }

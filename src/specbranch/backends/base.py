@@ -41,12 +41,14 @@ class Capabilities:
     batching: feeds of several sequences run as one forward (otherwise the backend runs them
     one after the other); trees: feeds with tree nodes (each node attends to its ancestors
     only); hidden_states: forwards can keep the last layers' hidden states (H-RAD's features);
-    devices: the device types its models run on.
+    processes: its model can be handed to a draft worker process (the parallel execution's
+    second process); devices: the device types its models run on.
     """
 
     batching: bool
     trees: bool
     hidden_states: bool
+    processes: bool
     devices: tuple[str, ...]
 
 
@@ -81,6 +83,7 @@ class Feed:
 class Backend(Protocol):
     """A model and its runtime (module docstring)."""
 
+    name: str  # what runs the model, as metrics and `--backend` say it: "torch" or "llama.cpp"
     capabilities: Capabilities
     vocab_size: int  # logits are cut to this width (padding rows beyond the vocabulary dropped)
     device: torch.device

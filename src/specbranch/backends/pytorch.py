@@ -27,7 +27,10 @@ def cache_keyword(model: PreTrainedModel) -> str:
 class TorchBackend:
     """A transformers model behind the `Backend` interface (module docstring)."""
 
-    capabilities = Capabilities(batching=False, trees=True, hidden_states=True, devices=("cpu", "cuda"))
+    name = "torch"
+    capabilities = Capabilities(
+        batching=False, trees=True, hidden_states=True, processes=True, devices=("cpu", "cuda")
+    )
 
     def __init__(self, model: PreTrainedModel, vocab_size: int) -> None:
         self.model = model

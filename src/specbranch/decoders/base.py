@@ -128,6 +128,7 @@ class SerialDecoder(InProcessDecoder):
         return run_round(self, request, budget)
 
     def report(self, request: Request, metrics: GenerationMetrics) -> None:
+        metrics.backend = request.target.backend.name
         metrics.target_busy_seconds = request.target.busy_seconds
         if request.draft is not None:
             metrics.draft_busy_seconds = request.draft.busy_seconds

@@ -127,6 +127,7 @@ class BranchDrafter:
     def _roots(self, logits: torch.Tensor, q_b: torch.Tensor) -> list[int]:
         """k roots at the branch point: top-k (deterministic) or k i.i.d. samples from q_b."""
         k = max(1, math.floor(self.request.k_max * (1.0 - float(confidence(logits)))))
+        k = min(k, logits.shape[-1])  # no more roots than there are tokens
         if self.request.sampled:
             return [sample(q_b, self.generator) for _ in range(k)]
         return torch.topk(logits, k).indices.tolist()

@@ -225,6 +225,7 @@ class ParallelDecoder:
         )
 
     def report(self, request: ParallelRequest, metrics: GenerationMetrics) -> None:
+        metrics.backend = request.target.backend.name
         metrics.target_busy_seconds = request.target.busy_seconds
         metrics.draft_busy_seconds = request.draft_busy
         metrics.draft_forwards = request.draft_forwards

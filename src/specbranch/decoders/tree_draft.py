@@ -37,7 +37,8 @@ def propose(
     request, tree = rnd.request, rnd.tree
     q = process_logits(logits, request.sampling) if request.sampled else raw  # [m, V]
     kept = policy.keep(raw) if policy is not None else [True] * len(frontier)
-    ks = [max(1, math.floor(rnd.limits.k_max * (1.0 - m))) for m in raw.max(-1).values.tolist()]
+    vocab = raw.shape[-1]  # no node has more children than there are tokens
+    ks = [min(vocab, max(1, math.floor(rnd.limits.k_max * (1.0 - m)))) for m in raw.max(-1).values.tolist()]
     tops = torch.topk(raw, max(ks), dim=-1).indices.tolist()  # [m, max k]
     links: dict[int, list[int]] = {}  # lookup's children of a node
     for c in range(len(tree)):

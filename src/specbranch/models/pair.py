@@ -1,7 +1,9 @@
 """A target and a draft bound together: the shared vocabulary, context window and EOS ids.
 
 `ModelPair` binds a target and a draft after checking that they share a vocabulary;
-`load_pair` loads both (a built-in pair by name, or two model specs).
+`load_pair` loads both (a built-in pair by name, or two model specs) for the backend that will
+run them: transformers models for the PyTorch backend, GGUF files as they are for llama.cpp
+(`resolve_backend` decides what "auto" means, in this one place).
 """
 
 from __future__ import annotations
@@ -13,18 +15,27 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from specbranch.errors import SpecBranchError
 from specbranch.models.builtin import DEFAULT_PAIR, builtin_pair
-from specbranch.models.loading import load_model
+from specbranch.models.gguf import GGUFModel
+from specbranch.models.loading import load_gguf, load_model
 from specbranch.models.numerics import float32_logits
 
+BACKENDS = ("auto", "llama.cpp", "torch")
+Model = PreTrainedModel | GGUFModel  # a model as a backend runs it
 
-def logits_width(model: PreTrainedModel) -> int:
+
+def logits_width(model: Model) -> int:
     """Number of logits the model outputs (rows of its output layer, padding included)."""
+    if isinstance(model, GGUFModel):
+        return model.n_vocab
     head = model.get_output_embeddings()
     return getattr(head, "out_features", None) or model.config.vocab_size
 
 
-def context_length(model: PreTrainedModel) -> int:
-    """The model's context window in tokens (a large default when the config has none)."""
+def context_length(model: Model) -> int:
+    """The model's context window in tokens (a large default when the config has none; for a
+    GGUF model the context its llama.cpp backend allocates)."""
+    if isinstance(model, GGUFModel):
+        return model.context
     for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
         value = getattr(model.config, name, None)
         if isinstance(value, int) and value > 0:
@@ -75,26 +86,31 @@ class ModelPair:
     vocab_size: the shared vocabulary (logits beyond it are padding and are dropped).
     max_length: the context window, the smaller of the two models'.
     eos_ids: token ids that end a generation (EOS and the chat end-of-turn token).
+    backend: what runs them: "torch" (transformers models) or "llama.cpp" (`GGUFModel`s).
     """
 
-    target: PreTrainedModel
-    draft: PreTrainedModel | None
+    target: Model
+    draft: Model | None
     tokenizer: PreTrainedTokenizerBase | None
     vocab_size: int
     max_length: int
     eos_ids: frozenset[int]
     name: str = "custom"
+    backend: str = "torch"
 
     @classmethod
     def from_models(
         cls,
-        target: PreTrainedModel,
-        draft: PreTrainedModel | None,
+        target: Model,
+        draft: Model | None,
         tokenizer: PreTrainedTokenizerBase | None = None,
         draft_tokenizer: PreTrainedTokenizerBase | None = None,
         name: str = "custom",
     ) -> ModelPair:
-        """Check and bind already-loaded models (tests pass tokenizer-less tiny models)."""
+        """Check and bind already-loaded models (tests pass tokenizer-less tiny models): both
+        transformers models, or both `GGUFModel`s."""
+        if draft is not None and isinstance(draft, GGUFModel) != isinstance(target, GGUFModel):
+            raise SpecBranchError("draft and target must both be GGUF models or both transformers models")
         target_width = logits_width(target)
         draft_width = logits_width(draft) if draft is not None else target_width
         if tokenizer is not None and draft_tokenizer is not None:
@@ -106,14 +122,20 @@ class ModelPair:
         max_length = context_length(target)
         if draft is not None:
             max_length = min(max_length, context_length(draft))
-        return cls(target, draft, tokenizer, vocab, max_length, eos_token_ids(target, tokenizer), name)
+        backend = "llama.cpp" if isinstance(target, GGUFModel) else "torch"
+        eos = eos_token_ids(target, tokenizer)
+        return cls(target, draft, tokenizer, vocab, max_length, eos, name, backend)
 
 
-def eos_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase | None) -> frozenset[int]:
-    """EOS ids from the generation config and tokenizer, plus common chat end-of-turn tokens."""
+def eos_token_ids(model: Model, tokenizer: PreTrainedTokenizerBase | None) -> frozenset[int]:
+    """EOS ids from the generation config (a GGUF model: its end-of-generation tokens) and the
+    tokenizer, plus common chat end-of-turn tokens."""
     ids: set[int] = set()
-    eos = getattr(model.generation_config, "eos_token_id", None)
-    ids.update(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+    if isinstance(model, GGUFModel):
+        ids.update(model.eog_ids)
+    else:
+        eos = getattr(model.generation_config, "eos_token_id", None)
+        ids.update(eos if isinstance(eos, list) else [eos] if eos is not None else [])
     if tokenizer is not None:
         if tokenizer.eos_token_id is not None:
             ids.add(tokenizer.eos_token_id)
@@ -134,11 +156,13 @@ def load_pair(
     dtype: str | torch.dtype | None = None,
     draft_quantize: str | None = "auto",
     allow_download: bool = False,
+    backend: str = "auto",
 ) -> ModelPair:
     """Load a target and a draft: a built-in pair by name, or two model specs.
 
     With neither `pair` nor `target`, the default built-in pair is used. `draft` may be None
-    for AR-only use. draft_quantize: "auto" (int8 on CPU, the measured fast choice), "int8" or None.
+    for AR-only use. draft_quantize (PyTorch backend): "auto" (int8 on CPU, the measured fast
+    choice), "int8" or None. backend: "auto", "llama.cpp" or "torch" (`resolve_backend`).
     """
     name = "custom"
     if target is None:
@@ -147,6 +171,10 @@ def load_pair(
         draft = draft or default_draft
     elif pair is not None:
         raise SpecBranchError("give either --pair or --target/--draft, not both")
+    if resolve_backend(backend, [target] + ([draft] if draft else []), device, draft_device) == "llama.cpp":
+        target_gguf, target_tok = load_gguf(target)
+        draft_gguf = load_gguf(draft, tokenizer=False)[0] if draft is not None else None
+        return ModelPair.from_models(target_gguf, draft_gguf, target_tok, target_tok, name)
     target_model, target_tok = load_model(target, device=device, dtype=dtype, allow_download=allow_download)
     target_model = float32_logits(target_model)
     draft_model = draft_tok = None
@@ -160,3 +188,19 @@ def load_pair(
         )
     model_pair = ModelPair.from_models(target_model, draft_model, target_tok, draft_tok or target_tok, name)
     return model_pair
+
+
+def resolve_backend(backend: str, specs: list[str], device: str, draft_device: str | None) -> str:
+    """The backend that runs models `specs` on `device`: as asked, or for "auto" llama.cpp where
+    every model is a GGUF file or a built-in model and runs on the CPU (it runs the file as it
+    is, several times faster there than our dequantized weights), PyTorch otherwise (Hugging
+    Face folders and hub ids, CUDA)."""
+    if backend not in BACKENDS:
+        raise SpecBranchError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    ggufs = all(s.startswith("builtin:") or s.endswith(".gguf") for s in specs)
+    cpu = device == "cpu" and draft_device in (None, "cpu")
+    if backend == "llama.cpp" and not cpu:
+        raise SpecBranchError("the llama.cpp backend runs on the CPU here; use --backend torch for CUDA")
+    if backend != "auto":
+        return backend
+    return "llama.cpp" if ggufs and cpu else "torch"

@@ -26,6 +26,7 @@ from specbranch.decoders.parallel import BranchKeeper, BranchPolicy, ParallelDec
 from specbranch.decoders.sd import SpeculativeDecoder
 from specbranch.decoders.tree import TreeDecoder
 from specbranch.decoders.tree_round import TreeLimits
+from specbranch.errors import SpecBranchError
 from specbranch.hrad.keeper import PredictorKeeper
 from specbranch.hrad.predictor import Predictor
 from specbranch.models import ModelPair
@@ -79,11 +80,13 @@ def build_specbranch(
     """SpecBranch: branches drafted while the target verifies (execution "parallel", with the
     H-RAD keeper `config.hrad` names), or a token tree verified in one target forward ("serial");
     "auto" picks the one the measured cost curves predict faster (`costs.choose_execution`).
-    The curves also size the serial trees; without a probe the trees fill N and D."""
+    The curves also size the serial trees; without a probe the trees fill N and D. On a backend
+    whose draft cannot go to a worker process (llama.cpp) "auto" is serial."""
     execution = config.execution
     costs = placement_costs(pair, *_shares(config)) if probe and execution != "parallel" else None
+    workers = pair_backends(pair)[1].capabilities.processes or config.inline
     if execution == "auto":
-        execution = choose_execution(costs, _tree_depth(config)) if costs else "serial"
+        execution = choose_execution(costs, _tree_depth(config)) if costs and workers else "serial"
     if execution == "serial":
         return build_tree(pair, spec, config, costs)
     return build_parallel(pair, "specbranch", spec, config, resolve_keeper(config.hrad, pair), probe)
@@ -120,9 +123,14 @@ def shipped_predictor(pair_name: str) -> Path | None:
 
 def resolve_keeper(spec: str | None, pair: ModelPair) -> PredictorKeeper | None:
     """The keeper for `--hrad SPEC`: a predictor file, "auto" (the shipped one for a built-in
-    pair, none otherwise) or "none"."""
+    pair, none otherwise; none on a backend that keeps no hidden states) or "none"."""
     if spec in HRAD_OFF:
         return None
+    if not pair_backends(pair)[0].capabilities.hidden_states:
+        if spec == "auto":
+            return None
+        raise SpecBranchError(f"H-RAD reads the target's hidden states, which the {pair.backend} backend "
+                              "does not keep: use --backend torch, or --hrad none")
     path = shipped_predictor(pair.name) if spec == "auto" else Path(spec)
     if path is None:
         return None
@@ -146,6 +154,9 @@ def _link(pair: ModelPair, config: ParallelConfig, target: Backend) -> DraftLink
         draft_model = pair.draft if config.draft_device is None else pair.draft.to(config.draft_device)
         drafter = BranchDrafter(KVSequence(model_backend(draft_model, pair.vocab_size)), pair.eos_ids)
         return InlineLink(drafter)
+    if not pair_backends(pair)[1].capabilities.processes:
+        raise SpecBranchError(f"a draft worker process runs transformers models, not the {pair.backend} "
+                              "backend's: use --inline, --execution serial or --backend torch")
     options = WorkerOptions(
         threads=draft_threads,
         device=config.draft_device,

@@ -1,21 +1,35 @@
 """Which backend runs each model: chosen here and only here (`backends.base` defines the seam).
 
-Today every model is a transformers model run by `TorchBackend`; an engine for another model
-format is one backend module under `backends/` plus its choice here. The rest of the library
-reads a backend's declared `Capabilities`, never its type.
+A transformers model runs on `TorchBackend`; a GGUF model (`models.gguf.GGUFModel`, loaded by
+`load_pair` for the llama.cpp backend) on `LlamaCppBackend`, one llama.cpp context per model,
+made on first use and shared by every decoder built on it (each request has its own
+sequences in it). The rest of the library reads a backend's declared `Capabilities`, never its
+type.
 """
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from specbranch.backends.base import Backend
+from specbranch.backends.llamacpp import LlamaCppBackend
 from specbranch.backends.pytorch import TorchBackend
 from specbranch.models import ModelPair
+from specbranch.models.gguf import GGUFModel
 
 
-def model_backend(model: torch.nn.Module, vocab_size: int) -> Backend:
-    """The backend that runs `model` (logits cut to `vocab_size`)."""
+@functools.cache
+def _llamacpp(model: GGUFModel, vocab_size: int) -> LlamaCppBackend:
+    return LlamaCppBackend(model, vocab_size, model.context, torch.get_num_threads())
+
+
+def model_backend(model: torch.nn.Module | GGUFModel, vocab_size: int) -> Backend:
+    """The backend that runs `model` (logits cut to `vocab_size`); llama.cpp threads: the torch
+    thread count when it is first made (as every in-process model gets)."""
+    if isinstance(model, GGUFModel):
+        return _llamacpp(model, vocab_size)
     return TorchBackend(model, vocab_size)
 
 

@@ -27,6 +27,7 @@ from specbranch.backends.base import KVSequence
 from specbranch.costs import CostCurve, Placement
 from specbranch.models import ModelPair
 from specbranch.models.cache import cache_dir
+from specbranch.models.gguf import GGUFModel
 from specbranch.models.numerics import cpu_info
 from specbranch.probe import DRAFT_WIDTHS, SHARED_SIZES, TARGET_SIZES, measure_curve
 from specbranch.runtime.backends import pair_backends
@@ -43,7 +44,10 @@ def machine_identity() -> dict:
     return {"cpu": name, "flags": flags, "cores": os.cpu_count(), "gpu": gpu, "torch": torch.__version__}
 
 
-def _model_identity(model: torch.nn.Module) -> dict | None:
+def _model_identity(model: torch.nn.Module | GGUFModel) -> dict | None:
+    if isinstance(model, GGUFModel):
+        size = model.path.stat().st_size
+        return {"path": str(model.path), "size": size, "backend": "llama.cpp", "context": model.context}
     path = getattr(getattr(model, "config", None), "_name_or_path", "")
     if not path:
         return None
@@ -66,6 +70,8 @@ def _measure(pair: ModelPair, threads: tuple[int, int, int]) -> Placement:
     target, draft = (KVSequence(backend) for backend in pair_backends(pair))
     target_curve = measure_curve(target, TARGET_SIZES, full)
     draft_curve = measure_curve(draft, DRAFT_WIDTHS, full)
+    if not draft.backend.capabilities.processes:  # no parallel mode: nothing to share
+        return Placement(target_curve, draft_curve, target_curve, draft_curve)
     if target.device != draft.device:  # a device each: the parallel mode runs each on its own
         return Placement(target_curve, draft_curve, target_curve, draft_curve)
     if target.device.type == "cuda":  # one GPU shared by both
