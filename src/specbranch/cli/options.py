@@ -18,6 +18,7 @@ from specbranch.config import GenerationConfig, ParallelConfig, SamplingParams, 
 from specbranch.datasets import DATASETS
 from specbranch.errors import SpecBranchError
 from specbranch.models.builtin import DEFAULT_PAIR, PAIRS
+from specbranch.models.pair import BACKENDS
 from specbranch.runtime import REGISTRY, method_info
 
 ArgGroup = argparse._ArgumentGroup | argparse.ArgumentParser
@@ -115,7 +116,18 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         choices=["auto", "int8", "none"],
         help="dynamic int8 quantization of the draft only (default auto: int8 on CPU, none on CUDA)",
     )
-    group.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    group.add_argument(
+        "--backend",
+        default="auto",
+        choices=list(BACKENDS),
+        help=(
+            "what runs the models: llama.cpp (GGUF files as they are: .gguf inputs and the built-in "
+            "pairs; CPU), torch (transformers: model folders, hub ids, CUDA; GGUF files are dequantized "
+            "once into the cache). Default auto: llama.cpp for .gguf inputs and built-in pairs on the "
+            "CPU, torch otherwise"
+        ),
+    )
+    group.add_argument("--threads", type=int, help="CPU threads, torch's and llama.cpp's (default: torch's)")
     group.add_argument(
         "--allow-download",
         action="store_true",
@@ -229,6 +241,7 @@ def load_from_args(args: argparse.Namespace, draft_needed: bool = True):
         dtype=args.dtype,
         draft_quantize=None if args.draft_quantize == "none" else args.draft_quantize,
         allow_download=args.allow_download,
+        backend=args.backend,
     )
     if pair.tokenizer is None:
         raise SpecBranchError(f"the model has no tokenizer; {args.command} needs one to read prompts")
