@@ -120,7 +120,7 @@ def test_auto_execution_builds_the_chosen_mode(costs, decoder, monkeypatch):
 
 
 def sized_run(monkeypatch, target: CostCurve, draft: CostCurve):
-    costs = Placement(target, draft, target, draft)
+    costs = Placement(target, draft, target, draft, correct=False)
     monkeypatch.setattr(assembly, "placement_costs", lambda pair, *threads: costs)
     # the draft's tree alone (no lookup branches)
     options = {"execution": "serial", "k_max": 8, "max_draft_len": 6, "lookup": "off"}

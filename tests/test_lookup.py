@@ -147,7 +147,9 @@ def test_lookup_branches_keep_the_exact_distribution_over_two_rounds(monkeypatch
     assert_ran(found, MIXED, SIBLING)
 
 
-COSTLY = Placement(*(CostCurve(((1, s), (64, 4 * s))) for s in (1.0, 0.02, 1.0, 0.02)))  # a slot costs
+COSTLY = Placement(  # a verify slot costs
+    *(CostCurve(((1, s), (64, 4 * s))) for s in (1.0, 0.02, 1.0, 0.02)), correct=False
+)
 
 
 @pytest.mark.parametrize(("accepted", "grafted"), [(0, False), (50, True)])

@@ -21,12 +21,14 @@ from collections import Counter
 import pexpect
 import pytest
 from helpers import char_tokenizer, make_pair, perturbed, save_tiny_model_dir, tiny_model
+from test_tree_decoder import WIDE
 
 from specbranch.cli import main
 from specbranch.cli.drafts import STYLES, OriginText
 from specbranch.config import GenerationConfig
 from specbranch.engine import Engine
 from specbranch.metrics import BRANCH, DRAFT, LOOKUP, ORIGINS, TARGET
+from specbranch.runtime import assembly
 
 TARGET_MODEL = tiny_model(seed=1)
 PAIR = make_pair(TARGET_MODEL, perturbed(TARGET_MODEL, 0.05, seed=2))
@@ -43,9 +45,15 @@ METHODS = {
 
 
 def origins_of(name: str) -> tuple[list[str], object]:
+    """A generation's origins and metrics; trees sized by synthetic curves under which drafting
+    pays (measured on these tiny models, whose draft costs what the target does, the round
+    controller would rightly decode plainly)."""
     method, options = METHODS[name]
     pair = make_pair(TARGET_MODEL, None) if name in ("ar", "lookup") else PAIR
-    result = Engine(pair, method, **options).generate(PROMPT, CONFIG)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(assembly, "placement_costs", lambda pair, *threads: WIDE)
+        engine = Engine(pair, method, **options)
+    result = engine.generate(PROMPT, CONFIG)
     assert len(result.origins) == len(result.token_ids) and set(result.origins) <= set(ORIGINS)
     return result.origins, result.metrics
 

@@ -1,6 +1,7 @@
 """The cost probe's curves (`runtime.placement`): measured once per machine and model pair, then
 read from the model cache; models without a path are measured every time and never cached; an
-unreadable cache entry is measured again. Also: the probe's own curves are well formed."""
+unreadable cache entry is measured again; a probe taken on a busy machine is retaken once the
+machine is quiet. Also: the probe's own curves are well formed."""
 
 from __future__ import annotations
 
@@ -32,7 +33,21 @@ def counting(monkeypatch) -> list:
 @pytest.fixture
 def probes(tmp_path, monkeypatch):
     monkeypatch.setattr(placement, "probe_dir", lambda: tmp_path / "probes")
+    monkeypatch.setattr(placement, "machine_busy", lambda: False)
     return tmp_path / "probes"
+
+
+def test_a_probe_taken_on_a_busy_machine_is_retaken_when_it_is_quiet(probes, monkeypatch):
+    calls = counting(monkeypatch)
+    pair = named_pair("models")
+    monkeypatch.setattr(placement, "machine_busy", lambda: True)
+    placement.placement_costs(pair, 1, 1)
+    placement.placement_costs(pair, 1, 1)  # still busy: the busy probe is all there is
+    assert len(calls) == 1
+    monkeypatch.setattr(placement, "machine_busy", lambda: False)
+    placement.placement_costs(pair, 1, 1)  # quiet now: measured again, and trusted from then on
+    placement.placement_costs(pair, 1, 1)
+    assert len(calls) == 2
 
 
 def test_the_cache_lives_in_the_model_cache(tmp_path, monkeypatch):

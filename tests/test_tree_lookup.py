@@ -43,10 +43,19 @@ class Copies:
         return [c[:num_tokens] for c in self.copies][:count]
 
 
-def planned(engine: Engine, prompt: list[int], sampling: SamplingParams, seed: int, reach: int) -> TreeRound:
-    """The first round a tree engine plans after `prompt` with `reach` tokens of room."""
+def drafted(engine: Engine, request, reach: int) -> TreeRound:
+    """A draft round's tree (`TreeDecoder._draft_tree`: lookup shown to the draft, then its
+    levels) for `request` with `reach` tokens of room, whatever the round controller would
+    choose."""
     decoder = engine.decoder
-    return decoder.plan(decoder.start(prompt, sampling, seed), reach + 1)
+    rnd = TreeRound(request, decoder.limits, reach, 0.0)
+    decoder._draft_tree(rnd, min(decoder.limits.depth, reach))
+    return rnd
+
+
+def planned(engine: Engine, prompt: list[int], sampling: SamplingParams, seed: int, reach: int) -> TreeRound:
+    """The first draft round after `prompt` with `reach` tokens of room."""
+    return drafted(engine, engine.decoder.start(prompt, sampling, seed), reach)
 
 
 def grown(engine: Engine, copies: list[list[int]], rates: LookupRates | None = None) -> tuple[TreeRound, int]:
@@ -59,7 +68,7 @@ def grown(engine: Engine, copies: list[list[int]], rates: LookupRates | None = N
     request = decoder.start(REPEATING[0], SamplingParams(), 0)
     request.lookup_rates = rates or request.lookup_rates
     request.calibration = Calibration(AcceptanceRate(10.0, 10.0), AcceptanceRate(1.0, 10.0, prior=1.0))
-    rnd = decoder.plan(request, 21)
+    rnd = drafted(engine, request, 20)
     return rnd, request.draft.forwards
 
 

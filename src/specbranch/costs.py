@@ -18,12 +18,19 @@ its share of the device.
 from __future__ import annotations
 
 import bisect
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Protocol
 
 # Per-token acceptances the execution choice is judged over, before any generation has been
 # observed: the mode chosen must be the faster one on average over this plausible range
 # (prose to code), not at one guessed value.
 ACCEPTANCE_RANGE = (0.5, 0.7, 0.9)
+
+
+class Curve(Protocol):
+    """Seconds of one forward over n new tokens (`CostCurve`, `CorrectedCurve`)."""
+
+    def seconds(self, n: float) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -54,6 +61,47 @@ class CostCurve:
         return cls(tuple((int(n), float(s)) for n, s in points))
 
 
+CORRECTION_DECAY = 0.8  # weight of the past in a curve's online correction, per timed forward
+
+
+@dataclass
+class CorrectedCurve:
+    """A probed cost curve corrected online by the forwards a decoder really times.
+
+    The probe times one forward in isolation after a short context; a real round's forward
+    costs more or less (its context, the mask, the logits it returns, a machine that was busy
+    while the probe ran). `ratios` holds, per probe point, a decaying mean of measured over
+    probed seconds; `seconds(n)` is the probe's time at n times the ratio interpolated at n.
+    `observe(n, seconds)` moves the two probe points around n toward the measured ratio, each
+    by its share of the distance (1 - CORRECTION_DECAY at a probe point)."""
+
+    probe: CostCurve
+    ratios: list[float] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.ratios = [1.0] * len(self.probe.points)
+
+    def _around(self, n: float) -> list[tuple[int, float]]:
+        """The probe points around n with their interpolation weights."""
+        ns = [point[0] for point in self.probe.points]
+        if n <= ns[0]:
+            return [(0, 1.0)]
+        if n >= ns[-1]:
+            return [(len(ns) - 1, 1.0)]
+        i = bisect.bisect_left(ns, n)
+        w = (n - ns[i - 1]) / (ns[i] - ns[i - 1])
+        return [(i - 1, 1.0 - w), (i, w)]
+
+    def seconds(self, n: float) -> float:
+        return self.probe.seconds(n) * sum(self.ratios[j] * w for j, w in self._around(n))
+
+    def observe(self, n: float, seconds: float) -> None:
+        """One forward over n tokens that took `seconds`."""
+        ratio = seconds / self.probe.seconds(n)
+        for j, w in self._around(n):
+            self.ratios[j] += (1.0 - CORRECTION_DECAY) * w * (ratio - self.ratios[j])
+
+
 def chain_tokens(alpha: float, length: int) -> float:
     """Expected tokens one round commits when it drafts a chain of `length` tokens, each
     accepted with probability alpha given its predecessors were: E(L) = sum_{i=0..L} alpha^i."""
@@ -67,12 +115,16 @@ class Placement:
     target / draft: each model alone with all of the device (the serial modes).
     target_shared / draft_shared: each model on its share while the other runs (the parallel
     mode; on separate devices these equal the full curves).
+    correct: whether the forwards a decoder times may correct these curves online
+    (`CorrectedCurve`); False for curves given in place of measured ones (the tests' synthetic
+    economics, which real timings of tiny models would overturn).
     """
 
     target: CostCurve
     draft: CostCurve
     target_shared: CostCurve
     draft_shared: CostCurve
+    correct: bool = True
 
 
 def serial_rate(costs: Placement, alpha: float, max_length: int) -> tuple[float, int]:
@@ -116,7 +168,7 @@ def choose_execution(costs: Placement, max_length: int) -> str:
 
 
 def best_prefix(values: list[float], base_value: float, base_seconds: float, nodes: int,
-                target: CostCurve, draft: CostCurve | None = None, width: int = 1) -> int:
+                target: Curve, draft: Curve | None = None, width: int = 1) -> int:
     """How many of `values` (candidate nodes' expected acceptances, best first) to add to a tree
     that already expects `base_value` tokens per round at `base_seconds` with `nodes` nodes: the
     count j that maximises (base_value + sum(values[:j])) / (base_seconds + extra time), the

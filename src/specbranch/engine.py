@@ -17,6 +17,7 @@ from specbranch.decoders import Decoder
 from specbranch.errors import SpecBranchError
 from specbranch.metrics import GenerationMetrics
 from specbranch.models import ModelPair
+from specbranch.models.pair import pair_on
 from specbranch.runtime import build_decoder
 
 Prompt = str | Sequence[int] | Sequence[dict]
@@ -136,12 +137,20 @@ class Engine:
     """A decoding method bound to a model pair.
 
     method: a name in the method registry (`specbranch.runtime.METHODS`: ar, sd, lookup, pearl,
-    specbranch). spec: speculative knobs; options: method-specific extras passed to the decoder.
+    specbranch). spec: speculative knobs; backend: "torch" or "llama.cpp" to run the pair's models
+    on another backend than they were loaded for (`models.pair.pair_on`; None: theirs); options:
+    method-specific extras passed to the decoder.
     """
 
     def __init__(
-        self, pair: ModelPair, method: str = "sd", spec: SpeculativeConfig | None = None, **options: object
+        self,
+        pair: ModelPair,
+        method: str = "sd",
+        spec: SpeculativeConfig | None = None,
+        backend: str | None = None,
+        **options: object,
     ) -> None:
+        pair = pair_on(pair, backend) if backend else pair
         self.pair = pair
         self.method = method
         self.decoder = build_decoder(pair, method, spec or SpeculativeConfig(), **options)

@@ -13,6 +13,8 @@ Terms (ALGORITHM.md, "Metrics"):
 - `verify_tests` = the verification tests the rounds ran, by kind (`verify.TESTS`: deterministic
   draws, sampled tokens, later siblings of rule 4, lookup point masses beside sampled drafts,
   mixed tree nodes), so a caller (and a test) sees which paths through the rules ran;
+- `rounds_by_mode` = serial SpecBranch's rounds by what its controller chose (`plain`: the target
+  alone, `lookup`: copied candidates without a draft forward, `draft`: a draft tree);
 - `hrad_overhead` = time H-RAD spent deciding (feature capture and predictor) / wall time;
   `hrad_keep_none` / `hrad_keep_confident` / `hrad_keep_all` count its decisions by class
   (`HradClass.counter`);
@@ -63,6 +65,8 @@ class RoundStats:
     hrad_class / hrad_seconds: H-RAD's decision after the hit (-1: none) and its run time.
     origins: where each committed token came from (`ORIGINS`), one per token.
     tests: the verification tests the round ran, by kind (`verify.TESTS`).
+    mode: what serial SpecBranch's controller chose for the round (`tree_control.MODES`; "" for
+    other methods).
     """
 
     committed: list[int]
@@ -76,6 +80,7 @@ class RoundStats:
     hrad_class: int = -1
     hrad_seconds: float = 0.0
     tests: Counter = field(default_factory=Counter)
+    mode: str = ""
 
     @classmethod
     def block(
@@ -120,6 +125,7 @@ class GenerationMetrics:
     depth_tested: list[int] = field(default_factory=list)
     depth_accepted: list[int] = field(default_factory=list)
     verify_tests: dict[str, int] = field(default_factory=dict)
+    rounds_by_mode: dict[str, int] = field(default_factory=dict)
     accept_lengths: list[int] = field(default_factory=list)
 
     def add_round(self, stats: RoundStats, kept: int) -> None:
@@ -136,6 +142,8 @@ class GenerationMetrics:
             setattr(self, name, getattr(self, name) + 1)
         self.hrad_seconds += stats.hrad_seconds
         self.verify_tests = dict(Counter(self.verify_tests) + stats.tests)
+        if stats.mode:
+            self.rounds_by_mode = dict(Counter(self.rounds_by_mode) + Counter({stats.mode: 1}))
         self.accept_lengths.append(kept)
 
     def merge(self, other: GenerationMetrics, accept_lengths: bool = False) -> None:
@@ -152,8 +160,8 @@ class GenerationMetrics:
                 mine += [0] * (len(value) - len(mine))
                 for i, count in enumerate(value):
                     mine[i] += count
-            elif name == "verify_tests":
-                self.verify_tests = dict(Counter(self.verify_tests) + Counter(value))
+            elif name in BY_KIND:
+                setattr(self, name, dict(Counter(getattr(self, name)) + Counter(value)))
             elif name != "accept_lengths":
                 setattr(self, name, getattr(self, name) + value)
         if accept_lengths:
@@ -164,7 +172,7 @@ class GenerationMetrics:
         """The metrics back from `to_dict()`'s output (the derived rates and unknown keys are ignored)."""
         names = {f.name for f in fields(cls)}
         lists = ("accept_lengths", *BY_DEPTH)
-        copy = lambda k, v: list(v) if k in lists else dict(v) if k == "verify_tests" else v  # noqa: E731
+        copy = lambda k, v: list(v) if k in lists else dict(v) if k in BY_KIND else v  # noqa: E731
         return cls(**{k: copy(k, v) for k, v in data.items() if k in names})
 
     def rate(self, name: str, undefined: float | None = 0.0) -> float | None:
@@ -226,6 +234,7 @@ class GenerationMetrics:
 # merge keeps the latest value of these
 LATEST = ("cost_ratio", "draft_length", "execution", "backend", "tree_max_nodes", "tree_max_depth")
 BY_DEPTH = ("depth_tested", "depth_accepted")  # per-depth counts, merged position by position
+BY_KIND = ("verify_tests", "rounds_by_mode")  # counts by name, merged name by name
 
 
 # Each rate's (numerator, denominator), in the order `to_dict` lists them (module docstring).

@@ -106,7 +106,8 @@ class Backend(Protocol):
 class KVSequence:
     """One request's KV on a backend, and the bookkeeping every backend shares.
 
-    busy_seconds / forwards: wall time of the forwards fed to this sequence, and their count.
+    busy_seconds / forwards: wall time of the forwards fed to this sequence, and their count;
+    last_feed: (tokens fed, seconds) of the last one.
     capture_layers: K > 0 makes every forward keep `last_hidden`, the hidden states of the last
     K layers at the last fed position, concatenated ([K * hidden]; backends with the
     `hidden_states` capability); 0 asks for none.
@@ -134,6 +135,7 @@ class KVSequence:
         self.levels: list[int] = []
         self.busy_seconds = 0.0
         self.forwards = 0
+        self.last_feed = (0, 0.0)  # (tokens fed, seconds) of the last forward
         self.last_hidden: torch.Tensor | None = None
 
     def cache_length(self) -> int:
@@ -149,6 +151,7 @@ class KVSequence:
         self.levels.extend(levels)
         self.busy_seconds += seconds
         self.forwards += 1
+        self.last_feed = (len(feed.tail) + len(feed.nodes), seconds)
 
     def crop(self, length: int) -> None:
         """Keep the first `length` linear tokens; drop the rest and the tree."""

@@ -2,11 +2,15 @@
 
 A spec is `METHOD[:NAME=VALUE,...]`; METHOD is one of `specbranch.runtime.METHODS`,
 `hf-assisted` (transformers' `generate(assistant_model=...)` on the same models, its default
-assisted-generation schedule) or `hf-lookup` (transformers' prompt lookup,
-`generate(prompt_lookup_num_tokens=...)`, the target alone). Option names are the engine
-options (`ParallelConfig` fields), `gamma`, `draft_sampling` and `draft_policy`
-(`SpeculativeConfig`), and `threads` (torch threads of the caller while this method runs;
-the parallel methods otherwise use `target_threads`/`draft_threads`). Options after
+assisted-generation schedule), `hf-lookup` (transformers' prompt lookup,
+`generate(prompt_lookup_num_tokens=...)`, the target alone), `llamacpp` (llama-cpp-python's own
+generation loop, `Llama.generate`, on the target's GGUF file: plain decoding) or
+`llamacpp-lookup` (the same with its prompt-lookup draft, `LlamaPromptLookupDecoding`).
+The peers run on the models in the form they need (`models.pair.pair_on`: transformers ones for
+`hf-*`, GGUF files for `llamacpp*`). Option names are the engine options (`ParallelConfig`
+fields), `gamma`, `draft_sampling` and `draft_policy` (`SpeculativeConfig`), `backend` (what
+runs the models: `specbranch:backend=torch`), and `threads` (CPU threads of the caller while
+this method runs; the parallel methods otherwise use `target_threads`/`draft_threads`). Options after
 `draft_policy=NAME` that are none of these belong to the policy:
 `sd:draft_policy=svip,threshold=0.5` is SD with `svip:threshold=0.5`.
 """
@@ -23,13 +27,15 @@ from specbranch.decoders.lookup import NUM_TOKENS
 from specbranch.engine import Engine
 from specbranch.errors import SpecBranchError
 from specbranch.models import ModelPair
+from specbranch.models.pair import pair_on
 from specbranch.runtime import METHODS, REGISTRY
 from specbranch.specs import split_spec
 
 HF_METHODS = ("hf-assisted", "hf-lookup")  # transformers' own generate(), timed beside ours
-BENCH_METHODS = (*METHODS, *HF_METHODS)
+LLAMACPP_METHODS = ("llamacpp", "llamacpp-lookup")  # llama-cpp-python's own generation loop
+BENCH_METHODS = (*METHODS, *HF_METHODS, *LLAMACPP_METHODS)
 SPEC_FIELDS = tuple(f.name for f in fields(SpeculativeConfig))
-KNOWN = {*SPEC_FIELDS, *(f.name for f in fields(ParallelConfig)), "threads"}  # what a variant may set
+KNOWN = {*SPEC_FIELDS, *(f.name for f in fields(ParallelConfig)), "threads", "backend"}  # a variant's
 
 
 def _value(text: str) -> object:
@@ -69,7 +75,7 @@ def parse_method(text: str, defaults: SpeculativeConfig | None = None) -> Method
     base = defaults or SpeculativeConfig()
     spec = SpeculativeConfig(**{**{f: getattr(base, f) for f in SPEC_FIELDS}, **spec_overrides})
     threads = options.pop("threads", None)
-    allowed = REGISTRY[method].options if method in REGISTRY else ()
+    allowed = (*REGISTRY[method].options, "backend") if method in REGISTRY else ()
     unknown = sorted(set(options) - set(allowed))
     if unknown:
         raise SpecBranchError(f"method {method!r} takes no option(s) {', '.join(unknown)} (in {text!r})")
@@ -90,7 +96,9 @@ class EngineRunner:
     """Times the project's own methods through `Engine`."""
 
     def __init__(self, pair: ModelPair, spec: MethodSpec) -> None:
-        self.engine = Engine(pair, spec.method, spec.spec, **spec.options)
+        options = dict(spec.options)
+        backend = options.pop("backend", pair.backend)
+        self.engine = Engine(pair_on(pair, backend), spec.method, spec.spec, **options)
         # Parallel engines set the caller's threads to their target share: keep that per run.
         self.threads = spec.threads or torch.get_num_threads()
 
@@ -113,7 +121,7 @@ class HFAssistedRunner:
     def __init__(self, pair: ModelPair, threads: int | None, lookup: bool = False) -> None:
         if pair.draft is None and not lookup:
             raise SpecBranchError("hf-assisted needs a draft model")
-        self.pair, self.lookup = pair, lookup
+        self.pair, self.lookup = pair_on(pair, "torch"), lookup
         self.threads = threads or torch.get_num_threads()
 
     @torch.inference_mode()
@@ -149,8 +157,54 @@ class HFAssistedRunner:
         pass
 
 
-def make_runner(pair: ModelPair, spec: MethodSpec) -> EngineRunner | HFAssistedRunner:
-    """The runner for a spec; its `threads` are the torch threads to set before each run."""
+class LlamaCppRunner:
+    """llama-cpp-python's own generation loop (`Llama.generate`) on the target's GGUF file, with
+    the caller's threads: plain decoding, or with `lookup` its prompt-lookup draft
+    (`LlamaPromptLookupDecoding`, as many candidates per round as our `lookup` method proposes).
+    Sampling as ours: temperature, top-k, top-p and nothing else (min-p off); the cache is reset
+    before every run, as our engine starts every request afresh."""
+
+    def __init__(self, pair: ModelPair, threads: int | None, lookup: bool = False) -> None:
+        from llama_cpp import Llama
+        from llama_cpp.llama_speculative import LlamaPromptLookupDecoding
+
+        self.pair = pair_on(pair, "llama.cpp")
+        self.threads = threads or torch.get_num_threads()
+        draft = LlamaPromptLookupDecoding(num_pred_tokens=NUM_TOKENS) if lookup else None
+        self.llm = Llama(
+            model_path=str(self.pair.target.path), n_ctx=self.pair.max_length, n_threads=self.threads,
+            n_threads_batch=self.threads, draft_model=draft, verbose=False,
+        )
+
+    def run(self, prompt_ids: list[int], config: GenerationConfig) -> RunRecord:
+        s = config.sampling
+        self.llm.reset()
+        self.llm.set_seed(config.seed)
+        temp = 0.0 if s.greedy else s.temperature
+        tokens: list[int] = []
+        start = time.perf_counter()
+        for token in self.llm.generate(prompt_ids, top_k=s.top_k, top_p=s.top_p, min_p=0.0, temp=temp):
+            tokens.append(int(token))
+            if len(tokens) >= config.max_new_tokens or (token in self.pair.eos_ids and not config.ignore_eos):
+                break
+        wall = time.perf_counter() - start
+        text = self.pair.tokenizer.decode(tokens, skip_special_tokens=True) if self.pair.tokenizer else ""
+        return RunRecord(tokens, text, wall)
+
+    def worker_pid(self) -> int | None:
+        return None
+
+    def close(self) -> None:
+        self.llm.close()
+
+
+Runner = EngineRunner | HFAssistedRunner | LlamaCppRunner
+
+
+def make_runner(pair: ModelPair, spec: MethodSpec) -> Runner:
+    """The runner for a spec; its `threads` are the CPU threads to set before each run."""
     if spec.method in HF_METHODS:
         return HFAssistedRunner(pair, spec.threads, lookup=spec.method == "hf-lookup")
+    if spec.method in LLAMACPP_METHODS:
+        return LlamaCppRunner(pair, spec.threads, lookup=spec.method == "llamacpp-lookup")
     return EngineRunner(pair, spec)

@@ -23,7 +23,8 @@ import torch
 import transformers
 from tqdm import tqdm
 
-from specbranch.bench.methods import EngineRunner, HFAssistedRunner, MethodSpec, RunRecord, make_runner
+from specbranch.backends.base import KVSequence
+from specbranch.bench.methods import MethodSpec, Runner, RunRecord, make_runner
 from specbranch.config import GenerationConfig, SamplingParams
 from specbranch.datasets import BenchPrompt
 from specbranch.engine import encode_prompt
@@ -31,8 +32,7 @@ from specbranch.errors import SpecBranchError
 from specbranch.metrics import GenerationMetrics, summarize_runs
 from specbranch.models import ModelPair
 from specbranch.models.numerics import cpu_info
-
-Runner = EngineRunner | HFAssistedRunner  # what `make_runner` returns
+from specbranch.runtime.backends import pair_backends
 
 
 @dataclass
@@ -90,11 +90,10 @@ def machine_info() -> dict:
     }
 
 
-@torch.inference_mode()
 def top2_gap(pair: ModelPair, prefix: list[int]) -> float:
-    """The target's top-1 minus top-2 logit after `prefix` (small = a numeric near-tie)."""
-    device = next(pair.target.parameters()).device
-    logits = pair.target(torch.tensor([prefix], device=device)).logits[0, -1, : pair.vocab_size]
+    """The target's top-1 minus top-2 logit after `prefix` (small = a numeric near-tie), on the
+    pair's own backend."""
+    logits = KVSequence(pair_backends(pair)[0]).logits_for(prefix, 1)[0]
     top = torch.topk(logits.float(), 2).values
     return float(top[0] - top[1])
 
@@ -196,7 +195,8 @@ def _config_dict(pair: ModelPair, bench: BenchConfig, baseline: str | None) -> d
         "placement": bench.placement,
         "baseline": baseline,
         "model_pair": pair.name,
-        "target_dtype": str(pair.target.dtype).removeprefix("torch."),
+        "backend": pair.backend,
+        "target_dtype": str(getattr(pair.target, "dtype", "gguf")).removeprefix("torch."),
     }
 
 

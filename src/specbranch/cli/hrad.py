@@ -75,6 +75,8 @@ def run_collect(args: argparse.Namespace) -> int:
     parallel = config_from_args(ParallelConfig, args, hrad=None)
     sampling = sampling_from_args(args)
     config = CollectConfig(args.layers, args.max_new_tokens, sampling, args.seed, args.chat, parallel)
+    if args.backend == "auto":  # H-RAD reads the target's hidden states: transformers models
+        args.backend = "torch"
     pair = load_from_args(args)
     summary = collect(pair, prompts, args.out, config, progress=not args.no_progress)
     print(json.dumps(summary))

@@ -1,10 +1,12 @@
-"""`specbranch models`: the built-in models and pairs, and whether their packages are installed."""
+"""`specbranch models`: the built-in models and pairs, whether their packages are installed, and
+which backend runs them by default (`--backend auto`)."""
 
 from __future__ import annotations
 
 import argparse
 
 from specbranch.models.builtin import DEFAULT_PAIR, MODELS, PAIRS, installed_models
+from specbranch.models.pair import resolve_backend
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,4 +22,6 @@ def run(args: argparse.Namespace) -> int:
     print("built-in pairs (target <- draft):")
     for name, (target, draft) in PAIRS.items():
         print(f"  {name:22s} {target} <- {draft}{'  (default)' if name == DEFAULT_PAIR else ''}")
+    backend = resolve_backend("auto", [f"builtin:{name}" for name in MODELS], "cpu", None)
+    print(f"backend: {backend} on the CPU by default (--backend auto; --backend torch for transformers)")
     return 0

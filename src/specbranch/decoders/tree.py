@@ -40,15 +40,17 @@ the target's (greedy: token for token; sampled: in distribution).
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import torch
 
 from specbranch.backends.base import Backend, KVSequence
 from specbranch.config import SamplingParams
-from specbranch.costs import best_prefix
+from specbranch.costs import CorrectedCurve, best_prefix
 from specbranch.decoders.base import SerialDecoder, room
 from specbranch.decoders.lookup import PROMPT_LOOKUP
 from specbranch.decoders.proposer import Proposer
+from specbranch.decoders.tree_control import DRAFT, RoundChoice, choose
 from specbranch.decoders.tree_draft import propose, select, worth_a_level
 from specbranch.decoders.tree_lookup import LOOKUP_BRANCHES, LookupTrie, build_trie, feed, score
 from specbranch.decoders.tree_round import Candidate, TreeLimits, TreeRequest, TreeRound
@@ -87,6 +89,10 @@ class TreeDecoder(SerialDecoder):
         self.target, self.draft, self.limits, self.policy = target, draft, limits, policy
         self.draft_sampling, self.max_length, self.eos_ids = draft_sampling, max_length, eos_ids
         self.lookup, self.proposer = lookup, proposer
+        # The curves as the forwards this decoder times correct them (greedy rounds only).
+        curves = (limits.target, limits.draft)
+        correct = limits.correct and None not in curves
+        self.corrected = tuple(CorrectedCurve(c) for c in curves) if correct else None
 
     def start(self, prompt_ids: list[int], sampling: SamplingParams, seed: int) -> TreeRequest:
         request = TreeRequest(prompt_ids, sampling, seed, KVSequence(self.target), KVSequence(self.draft))
@@ -96,16 +102,63 @@ class TreeDecoder(SerialDecoder):
         return request
 
     def plan(self, request: TreeRequest, budget: int) -> TreeRound:
-        """Steps 0-2: the tree (lookup's nodes that pay, then the draft's children level by
-        level, at most D levels, no node past the reach) and the target feed over it."""
+        """The controller's choice, then steps 0-2 for a draft round (lookup's nodes that pay,
+        then the draft's children level by level, at most D levels, no node past the reach) or
+        the copied candidates of a lookup round (none: a plain round), and the target feed."""
         # The walk commits one token past its path; no position may pass the context window.
-        rnd = TreeRound(request, self.limits, room(request, budget, self.max_length), time.perf_counter())
-        depth = min(self.limits.depth, rnd.reach)
+        limits = self._limits(request)
+        rnd = TreeRound(request, limits, room(request, budget, self.max_length), time.perf_counter())
+        depth = min(limits.depth, rnd.reach)
         if self.policy is not None:
             depth = min(depth, self.policy.max_length())
-        seq, draft = request.seq, request.draft
+        choice = self._choose(rnd, depth)
+        rnd.mode = choice.mode
+        if choice.mode == DRAFT:
+            self._draft_tree(rnd, depth)
+        else:
+            self._copy(rnd, choice)
+        if rnd.tree.q is not None:  # verified beside the target's rows
+            rnd.tree.q = [row.to(request.target.device) if row is not None else None for row in rnd.tree.q]
+        rnd.modelled = rnd.so_far()[1]
+        rnd.feed = request.target.tree_feed(request.seq, rnd.tree)
+        return rnd
+
+    def _limits(self, request: TreeRequest) -> TreeLimits:
+        """The round's limits: with the curves as corrected by timed forwards at greedy decoding
+        (whose output no tree shape changes); a sampled request's trees depend on its seed and
+        the probed curves alone, so the same seed gives the same text."""
+        if self.corrected is None or not request.sampling.greedy:
+            return self.limits
+        return replace(self.limits, target=self.corrected[0], draft=self.corrected[1])
+
+    def _choose(self, rnd: TreeRound, depth: int) -> RoundChoice:
+        """The controller's choice (`tree_control.choose`; draft without cost curves). The
+        proposer's likeliest continuation is found whatever the choice: the gate learns from it."""
+        limits, request = rnd.limits, rnd.request
+        space = min(rnd.reach, limits.nodes)
+        found = self.proposer.continuations(request.seq, space, 1) if self.lookup != "off" else []
+        rnd.chain = found[0] if found else []
+        if limits.target is None or limits.draft is None:
+            return RoundChoice(DRAFT, [], 0.0)
+        gate, tested = request.lookup_rates.gate.rate, request.calibration.step
+        curves = (limits.target, limits.draft, request.overhead)
+        return choose(*curves, rnd.chain, gate, tested, depth, self.lookup)
+
+    def _copy(self, rnd: TreeRound, choice: RoundChoice) -> None:
+        """A lookup round's tree: the chosen candidates as a chain of lookup nodes, each valued at
+        the gate's rate per token (a plain round: none); no draft forward."""
+        gate = rnd.request.lookup_rates.gate.rate
+        for i, token in enumerate(choice.candidates):
+            node = Candidate(0.0, gate ** (i + 1), 0.0, i - 1, 0, token, None)
+            rnd.append(node, drafted=False, lookup=True)
+        rnd.shown.append(LookupTrie(-1, [], [], rnd.chain))  # the gate learns from the continuation
+
+    def _draft_tree(self, rnd: TreeRound, depth: int) -> None:
+        """Steps 0 and 1 (module docstring): the draft's tree with lookup's nodes."""
+        seq, draft = rnd.request.seq, rnd.request.draft
         trie = self._lookup_trie(rnd, -1, 1)
         logits = draft.logits_for_tree(seq, trie.as_tree()) if trie.tokens else draft.logits_for(seq, 1)
+        rnd.draft_timings.append(draft.last_feed)
         frontier, logits, raw = self._hang(rnd, trie, [-1], logits, 0)
         for level in range(depth):
             chosen = select(rnd, propose(rnd, frontier, logits, raw, self.policy, self.eos_ids))
@@ -116,13 +169,9 @@ class TreeDecoder(SerialDecoder):
             trie = self._lookup_trie(rnd, max(frontier, key=lambda j: rnd.value[j]), len(frontier))
             first = len(draft.parents)  # the draft node id of the level's first node
             logits = draft.grow(*feed(rnd.tree, frontier, trie, rnd.slots, first))  # [m + L, V]
+            rnd.draft_timings.append(draft.last_feed)
             rnd.slots.update({j: first + i for i, j in enumerate(frontier)})
             frontier, logits, raw = self._hang(rnd, trie, frontier, logits, first + len(frontier))
-        if rnd.tree.q is not None:  # verified beside the target's rows
-            rnd.tree.q = [row.to(request.target.device) if row is not None else None for row in rnd.tree.q]
-        rnd.modelled = rnd.so_far()[1]
-        rnd.feed = request.target.tree_feed(seq, rnd.tree)
-        return rnd
 
     def settle(self, request: TreeRequest, rnd: TreeRound, logits: torch.Tensor) -> RoundStats:
         """Steps 3-5 on the target's logits after the root and each node ([1 + N, V])."""
@@ -137,7 +186,10 @@ class TreeDecoder(SerialDecoder):
         # Learnt from wall time only at greedy decoding, whose output no tree shape changes: a
         # sampled request's trees must depend on its seed and the cached curves alone, so the
         # same seed gives the same text.
-        if self.limits.target is not None and request.sampling.greedy:
+        if self.corrected is not None and request.sampling.greedy:
+            self.corrected[0].observe(*request.target.last_feed)
+            for timing in rnd.draft_timings:
+                self.corrected[1].observe(*timing)
             overhead = max(0.0, elapsed - (rnd.modelled - request.overhead))
             request.overhead = OVERHEAD_DECAY * request.overhead + (1 - OVERHEAD_DECAY) * overhead
         if self.policy is not None:
@@ -151,6 +203,7 @@ class TreeDecoder(SerialDecoder):
             accepted=len(verdict.path),
             drafted_total=len(tree),
             tests=verdict.tests,
+            mode=rnd.mode,
         )
 
     def report(self, request: TreeRequest, metrics: GenerationMetrics) -> None:

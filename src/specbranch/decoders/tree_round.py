@@ -7,7 +7,9 @@ the node: its path's product), `q` (the draft's probability of its token), wheth
 lookup proposed it (`lookup`) and whether the draft did (`drafted`); `spent`, the modelled
 seconds of the draft forwards so far (plus the request's unmodelled overhead); `slots`, the
 draft's node id of every tree node it was fed; `shown`, the lookup tries the draft saw (the
-root's first). Planning fills it; `feed` is the target forward it ends with.
+root's first); `mode`, what the controller chose (`tree_control`), and `chain`, the proposer's
+likeliest continuation it weighed; `draft_timings`, (tokens fed, seconds) of each draft forward.
+Planning fills it; `feed` is the target forward it ends with.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from dataclasses import dataclass, field
 import torch
 
 from specbranch.backends.base import Feed
-from specbranch.costs import CostCurve
+from specbranch.costs import Curve
 from specbranch.decoders.base import Request
 from specbranch.decoders.tree_lookup import LookupRates, LookupTrie
 from specbranch.estimators import Calibration
@@ -30,13 +32,15 @@ class TreeLimits:
     """How large a tree may grow: `nodes` drafted tokens in all (N), `depth` levels (D), at most
     `k_max` children per node. `target` / `draft`: measured cost curves (target forward over n
     tokens, draft level n nodes wide); with them each round's tree is sized by the throughput
-    model within N and D, without them it is filled to N and D."""
+    model within N and D, without them it is filled to N and D. `correct`: whether greedy rounds
+    correct the curves from their timed forwards (`costs.Placement.correct`)."""
 
     nodes: int
     depth: int
     k_max: int
-    target: CostCurve | None = None
-    draft: CostCurve | None = None
+    target: Curve | None = None
+    draft: Curve | None = None
+    correct: bool = True
 
 
 @dataclass
@@ -90,6 +94,9 @@ class TreeRound:
     slots: dict[int, int] = field(default_factory=dict)
     shown: list[LookupTrie] = field(default_factory=list)
     modelled: float = 0.0
+    mode: str = ""
+    chain: list[int] = field(default_factory=list)
+    draft_timings: list[tuple[int, float]] = field(default_factory=list)
     feed: Feed | None = None
 
     def __post_init__(self) -> None:

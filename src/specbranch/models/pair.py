@@ -8,7 +8,7 @@ run them: transformers models for the PyTorch backend, GGUF files as they are fo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -87,6 +87,8 @@ class ModelPair:
     max_length: the context window, the smaller of the two models'.
     eos_ids: token ids that end a generation (EOS and the chat end-of-turn token).
     backend: what runs them: "torch" (transformers models) or "llama.cpp" (`GGUFModel`s).
+    source: the `load_pair` arguments it was loaded with (None: built from models), so the same
+    models can be loaded for another backend (`pair_on`).
     """
 
     target: Model
@@ -97,6 +99,7 @@ class ModelPair:
     eos_ids: frozenset[int]
     name: str = "custom"
     backend: str = "torch"
+    source: dict | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_models(
@@ -171,10 +174,13 @@ def load_pair(
         draft = draft or default_draft
     elif pair is not None:
         raise SpecBranchError("give either --pair or --target/--draft, not both")
+    source = {"target": target, "draft": draft, "device": device, "draft_device": draft_device,
+              "dtype": dtype, "draft_quantize": draft_quantize, "allow_download": allow_download}
     if resolve_backend(backend, [target] + ([draft] if draft else []), device, draft_device) == "llama.cpp":
         target_gguf, target_tok = load_gguf(target)
         draft_gguf = load_gguf(draft, tokenizer=False)[0] if draft is not None else None
-        return ModelPair.from_models(target_gguf, draft_gguf, target_tok, target_tok, name)
+        pair = ModelPair.from_models(target_gguf, draft_gguf, target_tok, target_tok, name)
+        return replace(pair, source=source)
     target_model, target_tok = load_model(target, device=device, dtype=dtype, allow_download=allow_download)
     target_model = float32_logits(target_model)
     draft_model = draft_tok = None
@@ -186,8 +192,25 @@ def load_pair(
             quantize=draft_quantize,
             allow_download=allow_download,
         )
-    model_pair = ModelPair.from_models(target_model, draft_model, target_tok, draft_tok or target_tok, name)
-    return model_pair
+    pair = ModelPair.from_models(target_model, draft_model, target_tok, draft_tok or target_tok, name)
+    return replace(pair, source=source)
+
+
+_TWINS: dict[tuple[int, str], ModelPair] = {}  # (id of a pair, backend) -> the same models loaded for it
+
+
+def pair_on(pair: ModelPair, backend: str) -> ModelPair:
+    """The pair's models loaded for `backend` ("torch" or "llama.cpp"): the pair itself when it
+    runs there already, else the same specs loaded again (once; a benchmark runs peers on the
+    form they need and `specbranch:backend=torch` beside the default)."""
+    if backend == pair.backend:
+        return pair
+    if pair.source is None:
+        raise SpecBranchError(f"these models were built in memory and run on {pair.backend} only")
+    key = (id(pair), backend)
+    if key not in _TWINS:
+        _TWINS[key] = load_pair(**pair.source, backend=backend)
+    return _TWINS[key]
 
 
 def resolve_backend(backend: str, specs: list[str], device: str, draft_device: str | None) -> str:

@@ -103,7 +103,8 @@ def build_tree(
     the measured serial cost curves when given."""
     depth = _tree_depth(config)
     curves = (costs.target, costs.draft) if costs else (None, None)
-    limits = TreeLimits(config.tree_nodes, depth, config.k_max, *curves)
+    correct = costs is None or costs.correct
+    limits = TreeLimits(config.tree_nodes, depth, config.k_max, *curves, correct=correct)
     policy = build_policy(spec.draft_policy, spec.gamma, depth) if spec.draft_policy else None
     target, draft = pair_backends(pair)
     return TreeDecoder(

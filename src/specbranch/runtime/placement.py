@@ -10,8 +10,12 @@ in the best case).
 The probe takes 10-40 s on a 2-core CPU with the built-in pair, so its result is stored in the
 model cache (`probes/<key>.json`) under a key naming the machine (CPU model and the flags
 that set its arithmetic speed, cores, GPU, torch version), the two models (their paths,
-dtypes, devices, whether quantized) and the thread counts. Models without a path (built in
-memory, as the tests do) are measured every time and never cached.
+dtypes, devices, whether quantized; a GGUF model's file and backend) and the thread counts.
+Models without a path (built in memory, as the tests do) are measured every time and never
+cached. A probe taken while the machine was busy (its load average per core above BUSY_LOAD
+when the probe started: another job, or our own model conversion a moment before) is not
+trusted for good: the next start on a quiet machine measures again. Within a run, greedy
+rounds correct the curves from their timed forwards (`costs.CorrectedCurve`).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from specbranch.probe import DRAFT_WIDTHS, SHARED_SIZES, TARGET_SIZES, measure_c
 from specbranch.runtime.backends import pair_backends
 
 PLACEMENT_FIELDS = ("target", "draft", "target_shared", "draft_shared")  # costs.Placement, stored
+BUSY_LOAD = 0.5  # load average per core above which a probe counts as taken on a busy machine
 CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "neon", "asimd")
 
 
@@ -98,10 +103,12 @@ def placement_costs(pair: ModelPair, target_threads: int, draft_threads: int) ->
     threads = (torch.get_num_threads(), target_threads, draft_threads)
     key = probe_key(pair, threads)
     path = probe_dir() / f"{key}.json" if key else None
+    busy = machine_busy()
     if path is not None and path.is_file():
         try:
             data = json.loads(path.read_text())
-            return Placement(*(CostCurve.from_list(data[name]) for name in PLACEMENT_FIELDS))
+            if busy or not data.get("busy", False):  # a busy probe is retaken on a quiet machine
+                return Placement(*(CostCurve.from_list(data[name]) for name in PLACEMENT_FIELDS))
         except (ValueError, KeyError, TypeError):
             pass  # an unreadable entry is measured again and overwritten
     costs = _measure(pair, threads)
@@ -109,7 +116,12 @@ def placement_costs(pair: ModelPair, target_threads: int, draft_threads: int) ->
         path.parent.mkdir(parents=True, exist_ok=True)
         data = {name: getattr(costs, name).to_list() for name in PLACEMENT_FIELDS}
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data | {"machine": machine_identity()}, indent=1))
+        tmp.write_text(json.dumps(data | {"machine": machine_identity(), "busy": busy}, indent=1))
         tmp.replace(path)
     return costs
+
+
+def machine_busy() -> bool:
+    """Whether the machine is busy now: its 1-minute load average per core above BUSY_LOAD."""
+    return os.getloadavg()[0] > BUSY_LOAD * (os.cpu_count() or 1)
 
