@@ -7,7 +7,8 @@
   committed tail, grown level by level below existing nodes, or kept and continued.
 - Greedy output of every method on the backend equals plain greedy decoding on it (AR) token
   for token, except at a near-tie: a first divergence must sit where the target's top-2 logit
-  gap is below NEAR_TIE (a few times the bound).
+  gap is below NEAR_TIE (a few times the bound); and our AR on llama.cpp gives the tokens of
+  llama-cpp-python's own generation loop (the bench peers `llamacpp` and `llamacpp-lookup`).
 - The exact distribution of SD and serial SpecBranch (the enumerating oracle over every random
   outcome) equals the processed target's own, computed from the backend's linear logits, within
   DISTRIBUTION_BOUND; the paths asserted to run.
@@ -26,6 +27,7 @@ from oracle import Enumerator, install, max_difference
 from test_tree_decoder import WIDE
 
 from specbranch.backends.base import KVSequence
+from specbranch.bench.methods import LlamaCppRunner
 from specbranch.config import GenerationConfig, SamplingParams, SpeculativeConfig
 from specbranch.engine import Engine
 from specbranch.models import ModelPair
@@ -112,6 +114,16 @@ def test_greedy_output_equals_plain_llamacpp_decoding_except_at_near_ties(method
         first = next(i for i, (a, b) in enumerate(zip(got, expected, strict=True)) if a != b)
         top = torch.topk(sequence(pair).logits_for(PROMPT + expected[:first], 1)[0], 2).values
         assert float(top[0] - top[1]) < NEAR_TIE, f"diverged at {first} where the gap is {top[0] - top[1]}"
+
+
+@pytest.mark.parametrize("lookup", [False, True], ids=["llamacpp", "llamacpp-lookup"])
+def test_llama_cpp_pythons_own_greedy_loop_gives_our_plain_decodings_tokens(lookup, pair):
+    config = GenerationConfig(max_new_tokens=40, ignore_eos=True)
+    peer = LlamaCppRunner(pair, threads=1, lookup=lookup)
+    try:
+        assert peer.run(PROMPT, config).token_ids == Engine(pair, "ar").generate(PROMPT, config).token_ids
+    finally:
+        peer.close()
 
 
 @pytest.fixture(scope="module")

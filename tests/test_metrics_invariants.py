@@ -70,7 +70,8 @@ def test_a_summary_rates_the_summed_counters_and_averages_overlap_and_cost():
     assert s["overlap_efficiency"] == (0.5 + 1.0) / 2 and s["cost_ratio"] == 3.0  # means over runs
     assert s["accept_lengths"] == [3, 3, 1, 1]
     assert a.branch_hit_rate == 0.0  # one generation's undefined rate reads 0.0
-    empty = dict.fromkeys(SUMMARY_KEYS) | {"accept_lengths": [], "acceptance_by_depth": []}
+    nothing = {"accept_lengths": [], "acceptance_by_depth": [], "rounds_by_mode": {}}
+    empty = dict.fromkeys(SUMMARY_KEYS) | nothing
     assert summarize_runs([]) == empty
 
 

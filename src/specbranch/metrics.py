@@ -268,6 +268,7 @@ SUMMARY_KEYS = (
     "mean_tree_size",
     "mean_tree_depth",
     "acceptance_by_depth",
+    "rounds_by_mode",
     "accept_lengths",
 )
 
@@ -290,7 +291,8 @@ def summarize_runs(runs: Sequence[GenerationMetrics]) -> dict:
     acceptance_by_depth empty).
     """
     if not runs:
-        return dict.fromkeys(SUMMARY_KEYS) | {"accept_lengths": [], "acceptance_by_depth": []}
+        empty = {"accept_lengths": [], "acceptance_by_depth": [], "rounds_by_mode": {}}
+        return dict.fromkeys(SUMMARY_KEYS) | empty
     t = total(runs)
     rates = {name: t.rate(name, undefined=None) for name in RATES}
     figures = {
@@ -302,6 +304,7 @@ def summarize_runs(runs: Sequence[GenerationMetrics]) -> dict:
         "execution": t.execution or None,
         "backend": t.backend or None,
         "acceptance_by_depth": t.acceptance_by_depth,
+        "rounds_by_mode": t.rounds_by_mode,
         "accept_lengths": t.accept_lengths,
     }
     return {key: figures[key] if key in figures else rates[key] for key in SUMMARY_KEYS}

@@ -6,8 +6,9 @@ Files written to the output folder:
   `category`, `model_id`, `choices: [{index, turns, new_tokens, wall_time, accept_lengths}]`,
   one choice per repeat);
 - `report.md`: one table per dataset and overall;
-- `speedup.png` (speedup vs AR per method and dataset) and `accept_lengths.png` (distribution
-  of tokens committed per target forward, per method).
+- `speedup.png` (speedup vs the baseline, AR unless `--baseline` names another, per method and
+  dataset) and `accept_lengths.png` (distribution of tokens committed per target forward, per
+  method).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 
 COLUMNS = [
     ("tok/s", lambda s: f"{s['tokens_per_second_mean']:.2f} ± {s['tokens_per_second_std']:.2f}"),
-    ("speedup vs AR (geo [min–max])", lambda s: (
+    ("speedup vs baseline (geo [min–max])", lambda s: (
         f"{s['speedup_geomean']:.2f}x [{s['speedup_min']:.2f}–{s['speedup_max']:.2f}]"
         if s["speedup_geomean"] else "–")),
     ("mean acc. len", lambda s: _num(s["mean_accepted_length"])),
@@ -28,6 +29,9 @@ COLUMNS = [
     ("branch hit", lambda s: _num(s["branch_hit_rate"])),
     ("overlap", lambda s: _num(s["overlap_efficiency"])),
     ("H-RAD overhead", lambda s: f"{100 * s['hrad_overhead']:.2f}%" if s.get("hrad_overhead") else "–"),
+    ("rounds plain/lookup/draft", lambda s: "/".join(
+        str((s.get("rounds_by_mode") or {}).get(m, 0)) for m in ("plain", "lookup", "draft")
+    ) if s.get("rounds_by_mode") else "–"),
     ("busy target/draft s", lambda s: (
         f"{s['target_busy_seconds']:.1f}/{s['draft_busy_seconds']:.1f}" if s["target_busy_seconds"] else "–"
     )),
@@ -125,7 +129,7 @@ def plots(results: dict, out: Path) -> list[str]:
         ax.bar_label(bars, fmt="%.2f", fontsize=7)
     ax.axhline(1.0, color="gray", linewidth=0.8)
     ax.set_xticks([i + width * (len(datasets) - 1) / 2 for i in range(len(methods))], methods, rotation=20)
-    ax.set_ylabel("speedup vs AR (geometric mean)")
+    ax.set_ylabel("speedup vs the baseline (geometric mean)")
     ax.legend()
     fig.tight_layout()
     fig.savefig(out / "speedup.png", dpi=120)

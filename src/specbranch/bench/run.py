@@ -44,7 +44,8 @@ class BenchConfig:
     every method, the analogue of a device per model: AR runs on the target's half; methods
     that run draft and target one after the other in one process, sd, hf-assisted and serial
     SpecBranch, run each on a half; the parallel methods as with "shared"). A variant's own
-    `threads` wins over both.
+    `threads` wins over both. baseline: the spec speedups and greedy checks are against (None:
+    the first `ar`).
     """
 
     methods: list[MethodSpec]
@@ -56,6 +57,7 @@ class BenchConfig:
     seed: int = 0
     ignore_eos: bool = False
     placement: str = "shared"
+    baseline: str | None = None
 
 
 def peak_rss_mb(pid: int | None = None) -> float:
@@ -123,7 +125,7 @@ def run_bench(pair: ModelPair, bench: BenchConfig, progress: bool = True) -> dic
             torch.set_num_threads(placement_threads(bench.placement, default_threads))
             runners[spec.name] = make_runner(pair, spec)
         _warm_up(pair, bench, runners)
-        baseline = next((s.name for s in bench.methods if s.method == "ar"), None)
+        baseline = bench.baseline or next((s.name for s in bench.methods if s.method == "ar"), None)
         records = _run_prompts(pair, bench, runners, baseline, progress)
         memory = {
             name: peak_rss_mb() + (peak_rss_mb(r.worker_pid()) if r.worker_pid() else 0.0)

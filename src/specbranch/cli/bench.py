@@ -36,8 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         nargs="+",
         default=list(DEFAULT_METHODS),
         metavar="SPEC",
-        help=f"methods to compare: {', '.join(METHODS)}, hf-assisted, or a variant with option "
-        "overrides such as specbranch:k_max=1,epsilon=0.3, ar:threads=1 or "
+        help=f"methods to compare: {', '.join(METHODS)}, the peers hf-assisted, hf-lookup (transformers), "
+        "llamacpp, llamacpp-lookup (llama-cpp-python), or a variant with option "
+        "overrides such as specbranch:k_max=1,epsilon=0.3, specbranch:backend=torch, ar:threads=1 or "
         "sd:draft_policy=svip,threshold=0.5; separated by spaces, commas or both (ar,sd,specbranch:k_max=1: "
         "a comma-separated piece with = before any : is an option of the method before it) "
         f"(default: {' '.join(DEFAULT_METHODS)})",
@@ -54,6 +55,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="shared (default): every method may use every core; split: each model gets its own half of "
         "the cores for every method (AR on the target's half; sd, hf-assisted and serial specbranch run "
         "each model on a half; the parallel methods as always), the analogue of a device per model",
+    )
+    bench.add_argument(
+        "--baseline",
+        metavar="SPEC",
+        help="the spec every speedup and greedy check is against (one of --methods; default the first ar)",
     )
     bench.add_argument("--out", default="bench-results", help="output folder (default bench-results)")
     bench.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -99,9 +105,11 @@ def run(args: argparse.Namespace) -> int:
         raise SpecBranchError("--methods lists the same method twice")
     prompts = load_prompts(args)
     pair = load_from_args(args)  # a draft is loaded whenever the pair has one
+    if args.baseline is not None and args.baseline not in {m.name for m in methods}:
+        raise SpecBranchError(f"--baseline {args.baseline!r} is not one of --methods")
     bench = BenchConfig(
         methods, prompts, args.max_new_tokens, sampling_from_args(args), args.repeats, args.chat, args.seed,
-        args.ignore_eos, args.placement,
+        args.ignore_eos, args.placement, args.baseline,
     )
     results = run_bench(pair, bench, progress=not args.no_progress)
     files = write_outputs(results, args.out)
