@@ -55,8 +55,8 @@ PINNED = {  # (engine, sampling): (tokens, target forwards or None)
     ),
     ("tree-greedy-drafts", "greedy"): (AR_GREEDY, None),
     # 17 rounds before the round controller (issue 30): it now verifies lookup's candidates
-    # without a draft forward in two rounds, and runs the last (one token left) as plain decoding.
-    ("tree-greedy-drafts", "sampled"): (AR_SAMPLED, 19),
+    # without a draft forward in one round, and runs the last (one token left) as plain decoding.
+    ("tree-greedy-drafts", "sampled"): (AR_SAMPLED, 18),
     ("pearl", "greedy"): (AR_GREEDY, 22),
     ("pearl", "sampled"): (
         [51, 47, 9, 27, 12, 3, 11, 62, 19, 53, 21, 30, 36, 4, 9, 3, 21, 47, 25, 48, 10, 47, 9, 33], 20

@@ -165,13 +165,17 @@ class KVSequence:
         self.tokens.extend(self.nodes[a] for a in path)
         self.nodes, self.parents, self.levels = [], [], []
 
+    def common_length(self, seq: list[int]) -> int:
+        """How many of seq's first tokens the linear part holds."""
+        n = min(len(self.tokens), len(seq))
+        if self.tokens[:n] == seq[:n]:
+            return n
+        return next(i for i in range(n) if self.tokens[i] != seq[i])
+
     def sync(self, seq: list[int], refeed: int) -> list[int]:
         """Crop to the longest common prefix of the linear part and `seq`, re-feeding at least
         its last `refeed` tokens (whose logits are wanted); the tail of seq still to feed."""
-        limit = min(len(self.tokens), len(seq) - refeed)
-        common = limit
-        if self.tokens[:limit] != seq[:limit]:
-            common = next(i for i in range(limit) if self.tokens[i] != seq[i])
+        common = min(self.common_length(seq), len(seq) - refeed)
         self.crop(common)
         return seq[common:]
 

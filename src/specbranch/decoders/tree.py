@@ -140,9 +140,10 @@ class TreeDecoder(SerialDecoder):
         rnd.chain = found[0] if found else []
         if limits.target is None or limits.draft is None:
             return RoundChoice(DRAFT, [], 0.0)
-        gate, tested = request.lookup_rates.gate.rate, request.calibration.step
+        gate, drafts = request.lookup_rates.gate.rate, request.draft_rounds
         curves = (limits.target, limits.draft, request.overhead)
-        return choose(*curves, rnd.chain, gate, tested, depth, self.lookup)
+        behind = len(request.seq) - request.draft.common_length(request.seq)
+        return choose(*curves, rnd.chain, gate, drafts, depth, self.lookup, max(1, behind))
 
     def _copy(self, rnd: TreeRound, choice: RoundChoice) -> None:
         """A lookup round's tree: the chosen candidates as a chain of lookup nodes, each valued at
@@ -182,6 +183,8 @@ class TreeDecoder(SerialDecoder):
         request.draft.keep([rnd.slots[j] for j in verdict.path if j in rnd.slots])  # the fed prefix
         verified = len(verdict.path) + (self._learn(request, rnd, verdict.path) > len(verdict.path))
         request.lookup_rates.learn(rnd.shown, verdict.path, verdict.committed)
+        if rnd.mode == DRAFT:
+            request.draft_rounds.learn(len(verdict.committed), rnd.modelled)
         elapsed = time.perf_counter() - rnd.started
         # Learnt from wall time only at greedy decoding, whose output no tree shape changes: a
         # sampled request's trees must depend on its seed and the cached curves alone, so the

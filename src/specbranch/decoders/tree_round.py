@@ -21,6 +21,7 @@ import torch
 from specbranch.backends.base import Feed
 from specbranch.costs import Curve
 from specbranch.decoders.base import Request
+from specbranch.decoders.tree_control import DraftRounds
 from specbranch.decoders.tree_lookup import LookupRates, LookupTrie
 from specbranch.estimators import Calibration
 from specbranch.metrics import BRANCH, DRAFT, LOOKUP
@@ -46,12 +47,14 @@ class TreeLimits:
 @dataclass
 class TreeRequest(Request):
     """A request's state between tree rounds: whether its children are sampled (`sampled`),
-    what it has taught (`calibration`; `lookup_rates`; `overhead`, the running mean of a
-    round's seconds beyond its modelled forwards) and its counters for the metrics."""
+    what it has taught (`calibration`; `lookup_rates`; `draft_rounds`, what its draft rounds
+    delivered, for the round controller; `overhead`, the running mean of a round's seconds beyond
+    its modelled forwards) and its counters for the metrics."""
 
     sampled: bool = False
     calibration: Calibration = field(default_factory=Calibration)
     lookup_rates: LookupRates = field(default_factory=LookupRates)
+    draft_rounds: DraftRounds = field(default_factory=DraftRounds)
     overhead: float = 0.0
     rounds: int = 0
     nodes_total: int = 0
