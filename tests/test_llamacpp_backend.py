@@ -14,6 +14,9 @@
   DISTRIBUTION_BOUND; the paths asserted to run.
 - Requests share one context: their feeds run in one batch (one llama_decode) and give the
   tokens each gets alone; a request's sequence ids return to the pool when it is dropped.
+- The server on a llama.cpp pair (a tiny GGUF with a character tokenizer): a streamed chat
+  answer through the official `openai` client equals the library's plain decoding, and its
+  usage and `speculative` figures name the backend.
 """
 
 from __future__ import annotations
@@ -23,7 +26,9 @@ import gc
 import pytest
 import torch
 from gguf_models import write_tiny_gguf
+from helpers import char_tokenizer
 from oracle import Enumerator, install, max_difference
+from test_server import CHAT_TEMPLATE, NAME, client, running_server
 from test_tree_decoder import WIDE
 
 from specbranch.backends.base import KVSequence
@@ -207,3 +212,26 @@ def test_a_dropped_request_returns_its_sequence_ids(pair):
     del seq
     gc.collect()
     assert len(backend.free_ids) == free
+
+
+def test_the_server_streams_llamacpp_answers(tmp_path):
+    tokenizer = char_tokenizer()
+    tokenizer.chat_template = CHAT_TEMPLATE
+    vocab = len(tokenizer)
+    target = GGUFModel(write_tiny_gguf(tmp_path / "target.gguf", vocab=vocab, seed=3))
+    draft = GGUFModel(write_tiny_gguf(tmp_path / "draft.gguf", vocab=vocab, seed=3, kind="Q8_0"))
+    gguf_pair = ModelPair.from_models(target, draft, tokenizer, tokenizer, NAME)
+    messages = [{"role": "user", "content": "hello there"}]
+    with Engine(gguf_pair, "ar") as engine:
+        expected = engine.generate(messages, GenerationConfig(max_new_tokens=24)).text
+    options = {"execution": "serial", "lookup": "auto"}
+    with running_server("specbranch", gguf_pair, options) as (url, _):
+        stream = client(url).chat.completions.create(
+            model=NAME, messages=messages, max_tokens=24, temperature=0, stream=True
+        )
+        text = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
+        answer = client(url).chat.completions.create(
+            model=NAME, messages=messages, max_tokens=24, temperature=0
+        )
+    assert text == expected == answer.choices[0].message.content
+    assert answer.model_extra["speculative"]["backend"] == "llama.cpp"

@@ -43,13 +43,14 @@ PAIR = tiny_pair()
 
 
 @contextlib.contextmanager
-def running_server(method: str = "sd", **settings):
+def running_server(method: str = "sd", pair: ModelPair = PAIR, options: dict | None = None, **settings):
     """Start the app under uvicorn in a thread; yield (base URL, app); stop it afterwards."""
     config = ServerConfig(NAME, method, **settings)
-    options = {"max_draft_len": 4} if method in ("pearl", "specbranch") else {}
-    if method == "specbranch":  # a draft worker to kill: auto would pick the mode by timing
-        options["execution"] = "parallel"
-    app = create_app(PAIR, lambda: Engine(PAIR, method, **options), config)
+    if options is None:
+        options = {"max_draft_len": 4} if method in ("pearl", "specbranch") else {}
+        if method == "specbranch":  # a draft worker to kill: auto would pick the mode by timing
+            options["execution"] = "parallel"
+    app = create_app(pair, lambda: Engine(pair, method, **options), config)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
