@@ -1,7 +1,8 @@
 """The throughput model (`specbranch.costs`) and what it decides, on synthetic cost curves (no
 timing in tests):
 
-- cost curves interpolate between measured points and reject malformed ones;
+- cost curves interpolate between measured points and reject malformed ones; a corrected curve
+  learns from the widths rounds use and ignores a prefill wider than the probe;
 - `best_prefix` adds exactly the nodes that raise expected tokens per second;
 - the execution choice is the mode whose predicted rate is higher (a device each: parallel;
   one shared device whose split halves each model's speed: serial), and `--execution auto`
@@ -18,6 +19,7 @@ from helpers import make_pair, perturbed, tiny_model
 from specbranch.config import GenerationConfig, ParallelConfig, SpeculativeConfig
 from specbranch.costs import (
     ACCEPTANCE_RANGE,
+    CorrectedCurve,
     CostCurve,
     Placement,
     best_prefix,
@@ -141,3 +143,12 @@ def test_the_tree_follows_the_cost_curves(monkeypatch):
     data = wide.to_dict()
     assert data["execution"] == "serial" and data["tree_max_depth"] == 6
     assert len(data["acceptance_by_depth"]) == 7 and data["acceptance_by_depth"][0] is not None
+
+
+def test_a_corrected_curve_learns_from_round_widths_and_ignores_a_prefill():
+    curve = CorrectedCurve(CostCurve(((1, 0.04), (8, 0.2), (64, 0.8))))
+    curve.observe(1, 0.03)  # a plain round, faster than the probe said
+    assert 0.03 < curve.seconds(1) < 0.04
+    before = curve.seconds(64)
+    curve.observe(230, 1.5)  # a prompt's prefill: wider than any probed forward
+    assert curve.seconds(64) == before

@@ -73,7 +73,8 @@ class CorrectedCurve:
     while the probe ran). `ratios` holds, per probe point, a decaying mean of measured over
     probed seconds; `seconds(n)` is the probe's time at n times the ratio interpolated at n.
     `observe(n, seconds)` moves the two probe points around n toward the measured ratio, each
-    by its share of the distance (1 - CORRECTION_DECAY at a probe point)."""
+    by its share of the distance (1 - CORRECTION_DECAY at a probe point); wider forwards are
+    ignored."""
 
     probe: CostCurve
     ratios: list[float] = field(init=False)
@@ -96,7 +97,11 @@ class CorrectedCurve:
         return self.probe.seconds(n) * sum(self.ratios[j] * w for j, w in self._around(n))
 
     def observe(self, n: float, seconds: float) -> None:
-        """One forward over n tokens that took `seconds`."""
+        """One forward over n tokens that took `seconds`. A forward wider than the probe's widest
+        (a prompt's prefill) is not a round's: its per-token cost is another regime, so it
+        corrects nothing."""
+        if n > self.probe.points[-1][0]:
+            return
         ratio = seconds / self.probe.seconds(n)
         for j, w in self._around(n):
             self.ratios[j] += (1.0 - CORRECTION_DECAY) * w * (ratio - self.ratios[j])

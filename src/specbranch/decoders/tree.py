@@ -189,11 +189,14 @@ class TreeDecoder(SerialDecoder):
         # Learnt from wall time only at greedy decoding, whose output no tree shape changes: a
         # sampled request's trees must depend on its seed and the cached curves alone, so the
         # same seed gives the same text.
+        # The overhead is the time beyond the forwards as timed (their cost is the curves' to
+        # learn), so a round that also fed the prompt teaches it nothing wrong.
         if self.corrected is not None and request.sampling.greedy:
             self.corrected[0].observe(*request.target.last_feed)
             for timing in rnd.draft_timings:
                 self.corrected[1].observe(*timing)
-            overhead = max(0.0, elapsed - (rnd.modelled - request.overhead))
+            forwards = request.target.last_feed[1] + sum(seconds for _, seconds in rnd.draft_timings)
+            overhead = max(0.0, elapsed - forwards)
             request.overhead = OVERHEAD_DECAY * request.overhead + (1 - OVERHEAD_DECAY) * overhead
         if self.policy is not None:
             self.policy.observe(RoundFeedback(verified, len(verdict.path), len(verdict.committed), elapsed))
