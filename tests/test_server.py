@@ -205,7 +205,7 @@ def test_over_long_prompt_is_named_as_context_overflow(sd_server):
 
 
 def test_full_queue_answers_503():
-    with running_server("sd", max_queue=1) as (url, _):
+    with running_server("sd", max_queue=1, max_batch=1) as (url, _):
         def ask(_: int) -> int | str:
             try:
                 client(url).completions.create(

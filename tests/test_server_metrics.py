@@ -147,7 +147,7 @@ def wait_for(url: str, name: str, expected: float, **labels: str) -> Samples:
 
 
 def test_gauges_rejection_and_cancellation_under_load(long_requests):
-    with running_server("sd", max_queue=1) as (url, _), ThreadPoolExecutor(1) as pool:
+    with running_server("sd", max_queue=1, max_batch=1) as (url, _), ThreadPoolExecutor(1) as pool:
         long = dict(model=NAME, prompt="go", max_tokens=3000, temperature=0, extra_body={"ignore_eos": True})
         stream = client(url).completions.create(stream=True, **long)
         next(iter(stream))  # the long request is running

@@ -8,6 +8,10 @@ SpecBranch round spends, decided before it spends.
 - with the shape of a bf16 PyTorch target (width nearly free, the draft a tenth of a step) the
   draft wins even at modest acceptance;
 - a draft whose cache is far behind (after plain rounds) must pay for catching up;
+- in a batch, copied candidates are priced at what they add to a forward that is already wide,
+  and a draft at what the whole batch waits for it;
+- at greedy decoding a plain round comes at least every EXPLORE_EVERY rounds, so a stale probe
+  of the one-token forward is corrected;
 - in an engine, plain and lookup rounds give exactly the tokens of plain decoding, and the
   choices are counted (`rounds_by_mode`).
 """
@@ -16,8 +20,9 @@ from __future__ import annotations
 
 from helpers import make_pair, tiny_model
 
-from specbranch.config import GenerationConfig, SpeculativeConfig
+from specbranch.config import GenerationConfig, SamplingParams, SpeculativeConfig
 from specbranch.costs import CostCurve, Placement
+from specbranch.decoders.base import BatchShare
 from specbranch.decoders.tree_control import DRAFT, LOOKUP, PLAIN, DraftRounds, choose
 from specbranch.engine import Engine
 from specbranch.runtime import assembly
@@ -28,8 +33,10 @@ LLAMA_DRAFT = CostCurve(((1, 0.022), (4, 0.040), (8, 0.075), (16, 0.102)))
 BF16_TARGET = CostCurve(((1, 0.20), (4, 0.21), (8, 0.26), (16, 0.35), (32, 0.55)))
 BF16_DRAFT = CostCurve(((1, 0.03), (4, 0.035), (8, 0.045), (16, 0.06)))
 FRESH = DraftRounds()  # no draft round yet
-POOR = DraftRounds(rounds=10.0, tokens=15.0, seconds=10 * 0.09)  # on llama.cpp: 1.5 tokens a round
-MODEST = DraftRounds(rounds=10.0, tokens=30.0, seconds=10 * 0.30)  # on bf16 torch: 3 tokens a round
+# on llama.cpp: 1.5 tokens a round from two draft steps and a 2-node chain
+POOR = DraftRounds(rounds=10.0, tokens=15.0, seconds=10 * 0.044, nodes=10 * 2.0)
+# on bf16 torch: 3.5 tokens a round from four draft levels and 8 nodes
+MODEST = DraftRounds(rounds=10.0, tokens=35.0, seconds=10 * 0.12, nodes=10 * 8.0)
 CHAIN = list(range(10))
 
 
@@ -71,3 +78,35 @@ def test_plain_and_lookup_rounds_give_plain_decodings_tokens(monkeypatch):
     assert result.token_ids == Engine(make_pair(target, None), "ar").generate(prompt, config).token_ids
     modes = result.metrics.rounds_by_mode
     assert sum(modes.values()) == result.metrics.target_forwards and modes.get(PLAIN, 0) > 0
+
+
+def test_in_a_batch_width_is_priced_at_what_it_adds_and_a_draft_at_what_the_batch_waits():
+    # llama.cpp: four copied candidates beside 7 mates' tokens widen a forward that is already
+    # 8 wide (cheap there), while alone they would cost a 5-token forward
+    assert choose(LLAMA_TARGET, LLAMA_DRAFT, 0.0, CHAIN, 0.5, POOR, 8, "auto").mode == PLAIN
+    mates = BatchShare(width=7, tokens=7.0, seconds=0.0)
+    assert choose(LLAMA_TARGET, LLAMA_DRAFT, 0.0, CHAIN, 0.5, POOR, 8, "auto", share=mates).mode == LOOKUP
+    # bf16 torch: the draft pays alone, but beside three plain mates the whole batch waits for
+    # its draft forwards while a 4-token forward costs what 1 does
+    assert choose(BF16_TARGET, BF16_DRAFT, 0.0, [], 0.5, MODEST, 8, "auto").mode == DRAFT
+    mates = BatchShare(width=3, tokens=3.0, seconds=0.0)
+    batched = choose(BF16_TARGET, BF16_DRAFT, 0.0, [], 0.5, MODEST, 8, "auto", share=mates)
+    assert batched.mode == PLAIN and batched.rate == 4 / BF16_TARGET.seconds(4)
+
+
+def test_at_greedy_a_plain_round_now_and_then_corrects_a_stale_one_token_cost(monkeypatch):
+    # a probe whose one-token forward read as dear as a 64-token one (a busy machine): plain
+    # decoding looks hopeless and every round would draft; the real tiny model says otherwise
+    stale = CostCurve(tuple((n, 1.0) for n in (1, 2, 4, 8, 16, 64)))  # rounds' widths leave T(1) be
+    curves = Placement(stale, BF16_DRAFT, stale, BF16_DRAFT, correct=True)
+    monkeypatch.setattr(assembly, "placement_costs", lambda pair, *threads: curves)
+    pair = make_pair(tiny_model(seed=1), tiny_model(seed=3))
+    engine = Engine(pair, "specbranch", SpeculativeConfig(), execution="serial", lookup="off")
+    config = GenerationConfig(max_new_tokens=120, ignore_eos=True)
+    result = engine.generate([5, 6, 7], config)
+    assert result.metrics.rounds_by_mode.get(PLAIN, 0) >= 1
+    assert engine.decoder.corrected[0].ratios[0] <= 0.8 + 1e-9  # T(1) learnt from a plain round's timing
+    sampled = engine.generate([5, 6, 7], GenerationConfig(60, SamplingParams(1.0), seed=1))
+    # sampled rounds keep the probed curves: plain only for the prompt's round (the draft's cache
+    # lacks the whole prompt then), never to explore
+    assert sampled.metrics.rounds_by_mode.get(PLAIN, 0) <= 1 < result.metrics.rounds_by_mode[PLAIN]

@@ -34,6 +34,18 @@ class Curve(Protocol):
 
 
 @dataclass(frozen=True)
+class Beside:
+    """A curve seen by a request whose tokens ride beside `width` others in each forward: its n
+    tokens make a forward over width + n."""
+
+    curve: Curve
+    width: int
+
+    def seconds(self, n: float) -> float:
+        return self.curve.seconds(self.width + n)
+
+
+@dataclass(frozen=True)
 class CostCurve:
     """Seconds of one forward over n new tokens: `points` are measured (n, seconds), n rising."""
 

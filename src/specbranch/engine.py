@@ -9,18 +9,24 @@ method has them); `Engine.stream(prompt, config)` runs the rounds, applies the s
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
+from specbranch.backends.base import Feed
 from specbranch.config import GenerationConfig, SpeculativeConfig
 from specbranch.decoders import Decoder
+from specbranch.decoders.base import ALONE, BatchShare, Proposal
 from specbranch.errors import SpecBranchError
-from specbranch.metrics import GenerationMetrics
+from specbranch.metrics import GenerationMetrics, RoundStats
 from specbranch.models import ModelPair
 from specbranch.models.pair import pair_on
 from specbranch.runtime import build_decoder
+from specbranch.runtime.backends import pair_backends
 
 Prompt = str | Sequence[int] | Sequence[dict]
+T = TypeVar("T")
+ROUND_CELLS = 64  # cache cells a round's speculative tokens may hold beyond the committed ones
 
 
 @dataclass
@@ -133,6 +139,132 @@ class _TextTracker:
         return out
 
 
+class Generation:
+    """One request being generated: its decoder `request`, the stop conditions (EOS, the token
+    budget, stop strings) and what it has committed so far. The driver runs the request's rounds
+    (`Engine.stream`: one at a time; `Engine.advance`: several generations' rounds together) and
+    hands each round's statistics to `absorb`.
+
+    budget: the new tokens it may make (max_new_tokens within the context window); remaining:
+    those still wanted; done: it has finished (its last chunk carried the result).
+    """
+
+    def __init__(
+        self, pair: ModelPair, decoder: Decoder, prompt_ids: list[int], config: GenerationConfig
+    ) -> None:
+        self.pair, self.decoder, self.prompt_ids, self.config = pair, decoder, prompt_ids, config
+        self.budget = min(config.max_new_tokens, pair.max_length - len(prompt_ids))
+        self.eos = frozenset() if config.ignore_eos else pair.eos_ids
+        self.metrics = GenerationMetrics()
+        self.tracker = _TextTracker(pair, config.stop)
+        self.new: list[int] = []
+        self.origins: list[str] = []
+        self.finish: str | None = None
+        self.start = time.perf_counter()
+        self.request = decoder.start(prompt_ids, config.sampling, config.seed)
+
+    @property
+    def remaining(self) -> int:
+        return self.budget - len(self.new)
+
+    @property
+    def done(self) -> bool:
+        return self.finish is not None
+
+    def absorb(self, stats: RoundStats) -> Chunk:
+        """Take a round's committed tokens up to the first stop condition; the chunk they make
+        (with the result once the generation finished)."""
+        chunk: list[int] = []
+        for token, origin in zip(stats.committed, stats.origins, strict=True):
+            chunk.append(token)
+            self.new.append(token)
+            self.origins.append(origin)
+            if token in self.eos or (self.config.stop and self.tracker.update(self.new)):
+                self.finish = "stop"
+            elif len(self.new) >= self.budget:
+                self.finish = "length"
+            if self.finish:
+                break
+        self.metrics.add_round(stats, len(chunk))
+        if not self.config.stop:
+            self.tracker.update(self.new)
+        origins = self.origins[len(self.new) - len(chunk) :]
+        if self.finish is None:
+            return Chunk(self.tracker.release(final=False), chunk, origins)
+        metrics = self.metrics
+        metrics.wall_seconds = time.perf_counter() - self.start
+        metrics.new_tokens = len(self.new)
+        self.decoder.report(self.request, metrics)
+        result = GenerationResult(
+            self.tracker.text, self.new, self.finish, len(self.prompt_ids), metrics, self.origins
+        )
+        return Chunk(self.tracker.release(final=True), chunk, origins, result)
+
+
+def run_rounds(generations: list[Generation]) -> list[Chunk | Exception]:
+    """One round of each generation, what it made: its chunk, or the exception that ended it.
+
+    Generations whose decoders plan their rounds (`plans_rounds`) plan, one target forward per
+    backend runs all their feeds (one batch on a backend with the `batching` capability), and
+    each settles on its own rows; the others run their rounds one after the other. Generations
+    of different engines (methods) on the same backend share its forward. A failure in one
+    generation's plan or settle ends that generation only.
+    """
+    out: list = [None] * len(generations)
+    groups: dict[int, list[tuple[int, Proposal]]] = {}  # by target backend: (index, proposal)
+    planning = [0.0] * len(generations)  # seconds each plan took
+    for i, g in enumerate(generations):
+        if not g.decoder.plans_rounds or len(generations) == 1:
+            g.request.share = ALONE
+            out[i] = _guarded(lambda g=g: g.absorb(g.decoder.step(g.request, g.remaining)))
+            continue
+        start = time.perf_counter()
+        out[i] = _guarded(lambda g=g: g.decoder.plan(g.request, g.remaining))
+        planning[i] = time.perf_counter() - start
+        if not isinstance(out[i], Exception):
+            groups.setdefault(id(g.request.target.backend), []).append((i, out[i]))
+    for planned in groups.values():
+        at = [i for i, _ in planned]
+        _forward_and_settle([generations[i] for i in at], [p for _, p in planned], at, out)
+        _share([generations[i] for i in at], [p.feed for _, p in planned], [out[i] for i in at],
+               [planning[i] for i in at])
+    return out
+
+
+def _share(generations: list[Generation], feeds: list[Feed], made: list, planning: list[float]) -> None:
+    """Tell each generation what its mates in one forward brought to the round (`BatchShare`:
+    their width, committed tokens and planning seconds), for its next round's controller."""
+    widths = [min(len(f.tail), 1) + len(f.nodes) for f in feeds]  # a prefill is not repeated
+    tokens = [0 if isinstance(m, Exception) else len(m.token_ids) for m in made]
+    for k, g in enumerate(generations):
+        g.request.share = BatchShare(
+            sum(widths) - widths[k], sum(tokens) - tokens[k], sum(planning) - planning[k]
+        )
+
+
+def _forward_and_settle(
+    generations: list[Generation], proposals: list[Proposal], at: list[int], out: list
+) -> None:
+    """One target forward over the proposals' feeds (one backend), then each generation's
+    settle; what each made goes to out[at[k]]."""
+    backend = generations[0].request.target.backend
+    logits = _guarded(lambda: backend.forward([p.feed for p in proposals]))
+    for k, (g, proposal) in enumerate(zip(generations, proposals, strict=True)):
+        if isinstance(logits, Exception):
+            out[at[k]] = logits
+        else:
+            settle = g.decoder.settle
+            out[at[k]] = _guarded(lambda g=g, s=settle, p=proposal, x=logits[k]: g.absorb(s(g.request, p, x)))
+
+
+def _guarded(work: Callable[[], T]) -> T | Exception:
+    """work's value, or the exception it raised (one generation's failure, kept apart)."""
+    try:
+        return work()
+    except Exception as exc:
+        return exc
+
+
 class Engine:
     """A decoding method bound to a model pair.
 
@@ -176,44 +308,32 @@ class Engine:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def begin(self, prompt: Prompt, config: GenerationConfig | None = None, chat: bool = False) -> Generation:
+        """A new generation of the prompt: its decoder request started, no round run yet."""
+        config = config or GenerationConfig()
+        return Generation(self.pair, self.decoder, encode_prompt(self.pair, prompt, chat), config)
+
     def stream(
         self, prompt: Prompt, config: GenerationConfig | None = None, chat: bool = False
     ) -> Iterator[Chunk]:
         """Generate, yielding each round's committed text; the last chunk carries the result."""
-        config = config or GenerationConfig()
-        prompt_ids = encode_prompt(self.pair, prompt, chat)
+        generation = self.begin(prompt, config, chat)
+        while not generation.done:
+            yield generation.absorb(self.decoder.step(generation.request, generation.remaining))
+
+    def fits(self, generations: list[Generation], prompt_ids: list[int], config: GenerationConfig) -> bool:
+        """Whether a new generation of prompt_ids fits beside `generations` in every backend
+        with a bounded cache (`Backend.capacity`): each may hold its prompt, its budget and a
+        round's tree (`ROUND_CELLS`)."""
         budget = min(config.max_new_tokens, self.pair.max_length - len(prompt_ids))
-        eos = frozenset() if config.ignore_eos else self.pair.eos_ids
-        metrics = GenerationMetrics()
-        tracker = _TextTracker(self.pair, config.stop)
-        new: list[int] = []
-        origins: list[str] = []
-        finish = None
-        start = time.perf_counter()
-        request = self.decoder.start(prompt_ids, config.sampling, config.seed)
-        while finish is None:
-            stats = self.decoder.step(request, budget - len(new))
-            chunk: list[int] = []
-            for token, origin in zip(stats.committed, stats.origins, strict=True):
-                chunk.append(token)
-                new.append(token)
-                origins.append(origin)
-                if token in eos or (config.stop and tracker.update(new)):
-                    finish = "stop"
-                elif len(new) >= budget:
-                    finish = "length"
-                if finish:
-                    break
-            metrics.add_round(stats, len(chunk))
-            if not config.stop:
-                tracker.update(new)
-            if finish is None:
-                yield Chunk(tracker.release(final=False), chunk, origins[len(new) - len(chunk) :])
-        metrics.wall_seconds = time.perf_counter() - start
-        metrics.new_tokens = len(new)
-        self.decoder.report(request, metrics)
-        result = GenerationResult(tracker.text, new, finish, len(prompt_ids), metrics, origins)
-        yield Chunk(tracker.release(final=True), chunk, origins[len(new) - len(chunk) :], result)
+        need = len(prompt_ids) + budget + ROUND_CELLS
+        held = sum(len(g.prompt_ids) + g.budget + ROUND_CELLS for g in generations)
+        backends = pair_backends(self.pair)
+        return all(b is None or b.capacity is None or held + need <= b.capacity for b in backends)
+
+    def advance(self, generations: list[Generation]) -> list[Chunk | Exception]:
+        """One round of each of this engine's generations, batched (`run_rounds`)."""
+        return run_rounds(generations)
 
     def generate(
         self, prompt: Prompt, config: GenerationConfig | None = None, chat: bool = False

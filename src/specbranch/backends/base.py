@@ -87,6 +87,7 @@ class Backend(Protocol):
     capabilities: Capabilities
     vocab_size: int  # logits are cut to this width (padding rows beyond the vocabulary dropped)
     device: torch.device
+    capacity: int | None  # KV cells over all its sequences (None: bounded by memory only)
 
     def new_state(self) -> Any:
         """An empty cache for a new sequence (the backend's own representation)."""
@@ -107,7 +108,7 @@ class KVSequence:
     """One request's KV on a backend, and the bookkeeping every backend shares.
 
     busy_seconds / forwards: wall time of the forwards fed to this sequence, and their count;
-    last_feed: (tokens fed, seconds) of the last one.
+    last_feed: (tokens the forward ran, seconds) of the last one.
     capture_layers: K > 0 makes every forward keep `last_hidden`, the hidden states of the last
     K layers at the last fed position, concatenated ([K * hidden]; backends with the
     `hidden_states` capability); 0 asks for none.
@@ -142,8 +143,10 @@ class KVSequence:
         """Entries in the cache: the linear tokens plus the tree's nodes."""
         return len(self.tokens) + len(self.nodes)
 
-    def record(self, feed: Feed, seconds: float) -> None:
-        """Book a feed the backend ran in `seconds` (the whole forward's time)."""
+    def record(self, feed: Feed, seconds: float, batch: int | None = None) -> None:
+        """Book a feed the backend ran in `seconds` (the whole forward's time); batch: the
+        tokens that forward ran over all its feeds (default: this feed's), what `last_feed`
+        pairs with the seconds, as a cost curve does."""
         levels = feed.levels()
         self.tokens.extend(feed.tail)
         self.nodes.extend(feed.nodes)
@@ -151,7 +154,7 @@ class KVSequence:
         self.levels.extend(levels)
         self.busy_seconds += seconds
         self.forwards += 1
-        self.last_feed = (len(feed.tail) + len(feed.nodes), seconds)
+        self.last_feed = (batch or len(feed.tail) + len(feed.nodes), seconds)
 
     def crop(self, length: int) -> None:
         """Keep the first `length` linear tokens; drop the rest and the tree."""

@@ -63,6 +63,7 @@ class LlamaCppBackend:
 
     def __init__(self, model: GGUFModel, vocab_size: int, n_ctx: int, threads: int) -> None:
         self.model, self.vocab_size, self.n_ctx = model, vocab_size, n_ctx
+        self.capacity = n_ctx
         self.device = torch.device("cpu")
         params = ll.llama_context_default_params()
         params.n_ctx = params.n_batch = n_ctx
@@ -143,7 +144,7 @@ class LlamaCppBackend:
         out = [self._logits(r) for r in rows]
         seconds = time.perf_counter() - start
         for feed in feeds:
-            feed.seq.record(feed, seconds)
+            feed.seq.record(feed, seconds, n)
         return out
 
     def _place(self, feed: Feed) -> list[tuple[int, int, list[int]]]:

@@ -36,6 +36,7 @@ class TorchBackend:
         self.model = model
         self.vocab_size = vocab_size
         self.device = next(model.parameters()).device
+        self.capacity = None  # each sequence's cache grows as it needs
         self.cache_keyword = cache_keyword(model)
 
     def new_state(self) -> DynamicCache:

@@ -12,10 +12,10 @@ import os
 import sys
 from collections.abc import Sequence
 
-from specbranch.cli import bench, chat, generate, hrad, models, serve
+from specbranch.cli import bench, bench_serve, chat, generate, hrad, models, serve
 from specbranch.errors import SpecBranchError
 
-COMMANDS = (generate, chat, bench, serve, hrad, models)
+COMMANDS = (generate, chat, bench, serve, bench_serve, hrad, models)
 
 
 def build_parser() -> argparse.ArgumentParser:

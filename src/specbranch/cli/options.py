@@ -176,15 +176,19 @@ def method_options(args: argparse.Namespace) -> dict:
     return {f.name: getattr(args, f.name) for f in given}
 
 
-def add_prompt_options(parser: argparse.ArgumentParser, dataset: str, num_prompts: int, note: str) -> None:
-    """Where prompts come from (bench, hrad collect): bundled --dataset slices or a --prompts-file."""
+def add_prompt_options(
+    parser: argparse.ArgumentParser, dataset: str | list[str], num_prompts: int, note: str
+) -> None:
+    """Where prompts come from (bench, bench-serve, hrad collect): bundled --dataset slices or a
+    --prompts-file."""
+    datasets = [dataset] if isinstance(dataset, str) else dataset
     parser.add_argument(
         "--dataset",
         nargs="+",
-        default=[dataset],
+        default=datasets,
         choices=list(DATASETS),
-        help=f"bundled prompt sets (default {dataset}{note}); mt_bench uses each question's first turn; "
-        "code_edit: input-grounded edits of given functions",
+        help=f"bundled prompt sets (default {' '.join(datasets)}{note}); mt_bench uses each question's "
+        "first turn; code_edit: input-grounded edits of given functions",
     )
     parser.add_argument("--prompts-file", help="a JSONL file of prompts instead of --dataset")
     parser.add_argument(

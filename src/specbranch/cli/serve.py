@@ -24,8 +24,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="OpenAI-compatible HTTP server (/v1/completions, /v1/chat/completions, streaming)",
         description="Serve the model pair behind OpenAI's API: GET /v1/models, POST /v1/completions, "
         "POST /v1/chat/completions (chat template), GET /health, GET /metrics (Prometheus text format; "
-        "GET /v1/metrics or /metrics?format=json: JSON). Requests are decoded one at a time in arrival "
-        "order; --max-queue more may wait, beyond that the server answers 503.",
+        "GET /v1/metrics or /metrics?format=json: JSON). Up to --max-batch requests are decoded together "
+        "(continuous batching: they join and leave between rounds, in arrival order, and each round's "
+        "target forward runs all their tokens); --max-queue more may wait, beyond that the server "
+        "answers 503.",
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")

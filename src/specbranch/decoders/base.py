@@ -24,6 +24,7 @@ planned and settled interleaved.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -35,11 +36,28 @@ from specbranch.metrics import GenerationMetrics, RoundStats
 from specbranch.sampling import make_generator
 
 
+@dataclass(frozen=True)
+class BatchShare:
+    """What a request's batch mates brought to its last round (`engine.run_rounds`): `width`
+    tokens in the shared target forward, `tokens` committed, `seconds` of their own planning
+    (their draft forwards run before the shared forward). A request alone has none. The tree
+    controller prices a round by the batch's committed tokens per second with these held fixed
+    (ALGORITHM.md, "Batched rounds")."""
+
+    width: int = 0
+    tokens: float = 0.0
+    seconds: float = 0.0
+
+
+ALONE = BatchShare()
+
+
 @dataclass
 class Request:
     """One generation in flight (module docstring): `seq` the committed tokens (prompt, then
     every round's), `target` / `draft` its KV sequences, one generator per purpose on the device
-    whose rows it draws from (verification: the target's; drafting: the draft's)."""
+    whose rows it draws from (verification: the target's; drafting: the draft's); `share`, its
+    batch mates' part of its last round (`BatchShare`)."""
 
     prompt_ids: list[int]
     sampling: SamplingParams
@@ -47,6 +65,7 @@ class Request:
     target: KVSequence
     draft: KVSequence | None = None
     seq: list[int] = field(init=False)
+    share: BatchShare = field(init=False, default=ALONE)
     verify_gen: torch.Generator = field(init=False)
     draft_gen: torch.Generator | None = field(init=False)
 
@@ -57,7 +76,13 @@ class Request:
 
 
 class Decoder(Protocol):
-    """One decoding method bound to its models."""
+    """One decoding method bound to its models.
+
+    plans_rounds: its rounds split in plan, target forward and settle (`RoundDecoder`), so
+    several requests' rounds can share one target forward (`Engine.advance`).
+    """
+
+    plans_rounds: bool
 
     def start(self, prompt_ids: list[int], sampling: SamplingParams, seed: int) -> Request:
         """A new request: fresh caches and generators."""
@@ -100,6 +125,13 @@ def run_round(decoder: RoundDecoder, request: Request, budget: int) -> RoundStat
     return decoder.settle(request, proposal, logits)
 
 
+def own_seconds(planned: float, request: Request, settle_started: float) -> float:
+    """A round's own wall time: its planning (`planned` seconds), its target forward (the whole
+    forward's, when requests share one) and its settling so far, not what other requests'
+    rounds took between its plan and its settle."""
+    return planned + request.target.last_feed[1] + time.perf_counter() - settle_started
+
+
 def room(request: Request, budget: int, max_length: int) -> int:
     """The most tokens a round may propose: the target emits one token beyond them, and no
     position may pass the context window."""
@@ -109,6 +141,8 @@ def room(request: Request, budget: int, max_length: int) -> int:
 class InProcessDecoder:
     """The `Decoder` methods of a decoder that runs wholly in the caller's process: always
     alive, no worker, nothing to release."""
+
+    plans_rounds = False
 
     def alive(self) -> bool:
         return True
@@ -123,6 +157,8 @@ class InProcessDecoder:
 class SerialDecoder(InProcessDecoder):
     """A serial method's step (`run_round`) and report: the busy time of both sides and the
     draft's forwards."""
+
+    plans_rounds = True
 
     def step(self, request: Request, budget: int) -> RoundStats:
         return run_round(self, request, budget)

@@ -122,7 +122,11 @@ class ParallelDecoder:
     policy run on the draft side under the method's own cap (spec None: none). cost_ratio: the
     measured cost ratio c (reported; 0 when not measured). keeper: H-RAD (None: keep the whole
     surviving branch, which the draft already cut at its confidence epsilon).
+    Its rounds do not split in plan and settle (the draft side runs in step), and the branch
+    policy and the draft side hold one request at a time: requests run one after the other.
     """
+
+    plans_rounds = False
 
     def __init__(
         self,

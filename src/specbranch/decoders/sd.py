@@ -27,7 +27,7 @@ import torch
 
 from specbranch.backends.base import Backend, Feed, KVSequence
 from specbranch.config import SamplingParams, SpeculativeConfig
-from specbranch.decoders.base import Request, SerialDecoder, room
+from specbranch.decoders.base import Request, SerialDecoder, own_seconds, room
 from specbranch.decoders.lookup import NUM_TOKENS, PROMPT_LOOKUP, matches
 from specbranch.decoders.proposer import Proposer
 from specbranch.estimators import AcceptanceRate
@@ -49,15 +49,15 @@ class SDRequest(Request):
 @dataclass
 class SDProposal:
     """An SD round between plan and settle: the block (`fixed` lookup tokens, then drafts with
-    their q rows on the target's device), the lookup candidates the gate learns from, when the
-    round started, and the target feed."""
+    their q rows on the target's device), the lookup candidates the gate learns from, the
+    seconds planning took, and the target feed."""
 
     feed: Feed
     tokens: list[int]
     fixed: int
     q_rows: list[torch.Tensor]
     candidates: list[int]
-    started: float
+    planned: float
 
 
 class SpeculativeDecoder(SerialDecoder):
@@ -102,10 +102,11 @@ class SpeculativeDecoder(SerialDecoder):
             self._draft(request, tokens, q_rows, min(self.policy.max_length(), n) - fixed)
         feed = request.target.linear_feed(seq + tokens, len(tokens) + 1)
         q_rows = [row.to(request.target.device) for row in q_rows]  # verified beside p
-        return SDProposal(feed, tokens, fixed, q_rows, candidates, started)
+        return SDProposal(feed, tokens, fixed, q_rows, candidates, time.perf_counter() - started)
 
     def settle(self, request: SDRequest, proposal: SDProposal, logits: torch.Tensor) -> RoundStats:
         """Steps 3 and 4."""
+        settle_started = time.perf_counter()
         tokens, fixed, q_rows = proposal.tokens, proposal.fixed, proposal.q_rows
         p = process_logits(logits, request.sampling)  # [n+1, V]
         sampled = self.sampled_drafts and bool(q_rows)
@@ -120,7 +121,7 @@ class SpeculativeDecoder(SerialDecoder):
         drafted, beyond = len(q_rows), max(0, accepted - fixed)
         request.draft_rate.learn(min(drafted, beyond + 1) if accepted >= fixed else 0, beyond)
         request.lookup_rate.learn(*matches(proposal.candidates, stats.committed))
-        elapsed = time.perf_counter() - proposal.started
+        elapsed = own_seconds(proposal.planned, request, settle_started)
         self.policy.observe(RoundFeedback(drafted, beyond, accepted + 1, elapsed))
         request.seq.extend(stats.committed)
         return stats

@@ -46,11 +46,11 @@ import torch
 
 from specbranch.backends.base import Backend, KVSequence
 from specbranch.config import SamplingParams
-from specbranch.costs import CorrectedCurve, best_prefix
-from specbranch.decoders.base import SerialDecoder, room
+from specbranch.costs import Beside, CorrectedCurve, best_prefix
+from specbranch.decoders.base import SerialDecoder, own_seconds, room
 from specbranch.decoders.lookup import PROMPT_LOOKUP
 from specbranch.decoders.proposer import Proposer
-from specbranch.decoders.tree_control import DRAFT, RoundChoice, choose
+from specbranch.decoders.tree_control import DRAFT, PLAIN, RoundChoice, choose
 from specbranch.decoders.tree_draft import propose, select, worth_a_level
 from specbranch.decoders.tree_lookup import LOOKUP_BRANCHES, LookupTrie, build_trie, feed, score
 from specbranch.decoders.tree_round import Candidate, TreeLimits, TreeRequest, TreeRound
@@ -60,6 +60,10 @@ from specbranch.sampling import process_logits
 from specbranch.verify import verify_tree
 
 OVERHEAD_DECAY = 0.9  # weight of the past in the running mean of a round's unmodelled seconds
+# At greedy decoding, a round after this many without a plain one is plain: only plain rounds
+# time a one-token forward, and a probe whose T(1) read high (taken on a busy machine) would
+# otherwise keep plain decoding looking dearer than it is for good.
+EXPLORE_EVERY = 32
 
 
 class TreeDecoder(SerialDecoder):
@@ -113,6 +117,7 @@ class TreeDecoder(SerialDecoder):
             depth = min(depth, self.policy.max_length())
         choice = self._choose(rnd, depth)
         rnd.mode = choice.mode
+        request.since_plain = 0 if choice.mode == PLAIN else request.since_plain + 1
         if choice.mode == DRAFT:
             self._draft_tree(rnd, depth)
         else:
@@ -121,15 +126,20 @@ class TreeDecoder(SerialDecoder):
             rnd.tree.q = [row.to(request.target.device) if row is not None else None for row in rnd.tree.q]
         rnd.modelled = rnd.so_far()[1]
         rnd.feed = request.target.tree_feed(request.seq, rnd.tree)
+        rnd.planned = time.perf_counter() - rnd.started
         return rnd
 
     def _limits(self, request: TreeRequest) -> TreeLimits:
         """The round's limits: with the curves as corrected by timed forwards at greedy decoding
         (whose output no tree shape changes); a sampled request's trees depend on its seed and
-        the probed curves alone, so the same seed gives the same text."""
-        if self.corrected is None or not request.sampling.greedy:
-            return self.limits
-        return replace(self.limits, target=self.corrected[0], draft=self.corrected[1])
+        the probed curves alone, so the same seed gives the same text (alone: in a batch, its
+        mates' share shapes them too); the target's curve beside the mates' width."""
+        limits = self.limits
+        if self.corrected is not None and request.sampling.greedy:
+            limits = replace(limits, target=self.corrected[0], draft=self.corrected[1])
+        if request.share.width and limits.target is not None:  # the forward is wider by the mates'
+            limits = replace(limits, target=Beside(limits.target, request.share.width))
+        return limits
 
     def _choose(self, rnd: TreeRound, depth: int) -> RoundChoice:
         """The controller's choice (`tree_control.choose`; draft without cost curves). The
@@ -140,10 +150,12 @@ class TreeDecoder(SerialDecoder):
         rnd.chain = found[0] if found else []
         if limits.target is None or limits.draft is None:
             return RoundChoice(DRAFT, [], 0.0)
+        if self.corrected is not None and request.sampling.greedy and request.since_plain >= EXPLORE_EVERY:
+            return RoundChoice(PLAIN, [], 0.0)  # a one-token forward, timed: T(1) corrected
         gate, drafts = request.lookup_rates.gate.rate, request.draft_rounds
         curves = (limits.target, limits.draft, request.overhead)
         behind = len(request.seq) - request.draft.common_length(request.seq)
-        return choose(*curves, rnd.chain, gate, drafts, depth, self.lookup, max(1, behind))
+        return choose(*curves, rnd.chain, gate, drafts, depth, self.lookup, max(1, behind), request.share)
 
     def _copy(self, rnd: TreeRound, choice: RoundChoice) -> None:
         """A lookup round's tree: the chosen candidates as a chain of lookup nodes, each valued at
@@ -176,6 +188,7 @@ class TreeDecoder(SerialDecoder):
 
     def settle(self, request: TreeRequest, rnd: TreeRound, logits: torch.Tensor) -> RoundStats:
         """Steps 3-5 on the target's logits after the root and each node ([1 + N, V])."""
+        settle_started = time.perf_counter()
         tree = rnd.tree
         p = process_logits(logits, request.sampling)  # [1 + N, V]
         verdict = verify_tree(p, tree, request.verify_gen)
@@ -184,8 +197,8 @@ class TreeDecoder(SerialDecoder):
         verified = len(verdict.path) + (self._learn(request, rnd, verdict.path) > len(verdict.path))
         request.lookup_rates.learn(rnd.shown, verdict.path, verdict.committed)
         if rnd.mode == DRAFT:
-            request.draft_rounds.learn(len(verdict.committed), rnd.modelled)
-        elapsed = time.perf_counter() - rnd.started
+            request.draft_rounds.learn(len(verdict.committed), rnd.spent - rnd.base, len(tree))
+        elapsed = own_seconds(rnd.planned, request, settle_started)
         # Learnt from wall time only at greedy decoding, whose output no tree shape changes: a
         # sampled request's trees must depend on its seed and the cached curves alone, so the
         # same seed gives the same text.

@@ -15,12 +15,19 @@ target over n tokens T(n), a draft level D(n)) plus the round's measured unmodel
 - lookup: (1 + sum of a^i over the first j candidates) / (T(1 + j) + o), a the gate's acceptance
   rate in the request and j the count that maximises it (`costs.best_prefix`; all of them with
   `--lookup on`);
-- draft: what the request's draft rounds delivered, committed tokens over their modelled
-  seconds (`DraftRounds`, decaying per draft round), with one optimistic round as the prior: the
-  best chain of L draft tokens all accepted, (L + 1) / (L * D(1) + T(L + 1) + o). Before any
+- draft: what the request's draft rounds delivered, committed tokens over their seconds: their
+  draft forwards' modelled seconds and a target forward over their mean node count
+  (`DraftRounds`, decaying per draft round), with one optimistic round as the prior: the best
+  chain of L draft tokens all accepted, (L + 1) / (L * D(1) + T(L + 1) + o). Before any
   evidence the draft is tried wherever it could pay at all; its own rounds then show whether it
   does. Where the draft's cache lacks b committed tokens (plain and lookup rounds leave it
   behind), its next round also pays D(b) - D(1) to catch up.
+
+In a batch (`BatchShare`: the mates' width M in the shared forward, their committed tokens E
+and planning seconds S, as in their last round), every rate is the batch's: (E + tokens) /
+(S + the round's own seconds + T(M + n) + o), so width is priced at what it adds to a forward
+that is M wide already, and a draft forward at what it costs the whole batch, which waits for
+it. Alone, E = S = M = 0 and the rates are the request's own.
 
 The round takes the highest rate; ties go to the cheaper mode (plain, then lookup). So where
 neither the draft nor copying pays (a draft that costs half a target step, width that is far
@@ -32,7 +39,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from specbranch.costs import Curve, best_prefix
+from specbranch.costs import Beside, Curve, best_prefix
+from specbranch.decoders.base import ALONE, BatchShare
 
 PLAIN, LOOKUP, DRAFT = "plain", "lookup", "draft"
 MODES = (PLAIN, LOOKUP, DRAFT)
@@ -50,45 +58,56 @@ class RoundChoice:
 
 @dataclass
 class DraftRounds:
-    """What a request's draft rounds delivered: `rounds`, committed `tokens` and modelled
-    `seconds` (draft forwards, the target forward, overhead), each decaying by DRAFT_DECAY per
-    draft round."""
+    """What a request's draft rounds delivered: `rounds`, committed `tokens`, the modelled
+    `seconds` of their draft forwards and their tree `nodes`, each decaying by DRAFT_DECAY per
+    draft round. Their target forwards are priced when a round is chosen, at the width it would
+    ride in (`choose`)."""
 
     rounds: float = 0.0
     tokens: float = 0.0
     seconds: float = 0.0
+    nodes: float = 0.0
 
-    def learn(self, tokens: int, seconds: float) -> None:
+    def learn(self, tokens: int, seconds: float, nodes: int) -> None:
         self.rounds = DRAFT_DECAY * self.rounds + 1.0
         self.tokens = DRAFT_DECAY * self.tokens + tokens
         self.seconds = DRAFT_DECAY * self.seconds + seconds
+        self.nodes = DRAFT_DECAY * self.nodes + nodes
 
 
 def choose(
     target: Curve, draft: Curve, overhead: float, chain: list[int], gate: float, drafts: DraftRounds,
-    depth: int, lookup: str, behind: int = 1,
+    depth: int, lookup: str, behind: int = 1, share: BatchShare = ALONE,
 ) -> RoundChoice:
     """The round to run (module docstring). chain: the proposer's likeliest continuation (within
     the round's reach); gate: lookup's acceptance rate; drafts: the request's draft rounds so
     far; depth: the most draft levels; lookup: "off", "on" or "auto"; behind: committed tokens
-    the draft's cache lacks."""
-    one = target.seconds(1) + overhead
-    best = RoundChoice(PLAIN, [], 1.0 / one)
+    the draft's cache lacks; share: the batch mates' part of the round."""
+    wide = Beside(target, share.width)
+    base = share.seconds + overhead
+
+    def rate(tokens: float, seconds: float) -> float:
+        return (share.tokens + tokens) / (base + seconds)
+
+    one = wide.seconds(1)
+    best = RoundChoice(PLAIN, [], rate(1.0, one))
     if chain and lookup != "off":
         values = [gate ** (i + 1) for i in range(len(chain))]
-        j = len(chain) if lookup == "on" else best_prefix(values, 1.0, one, 0, target)
-        rate = (1.0 + sum(values[:j])) / (target.seconds(1 + j) + overhead)
-        if j and rate > best.rate:
-            best = RoundChoice(LOOKUP, chain[:j], rate)
+        j = len(chain) if lookup == "on" else best_prefix(values, 1.0 + share.tokens, one + base, 0, wide)
+        found = rate(1.0 + sum(values[:j]), wide.seconds(1 + j))
+        if j and found > best.rate:
+            best = RoundChoice(LOOKUP, chain[:j], found)
     if depth < 1:
         return best
     # The prior: one round whose chain of L draft tokens is all accepted, at its best L.
-    prior = max(
-        ((length + 1.0, length * draft.seconds(1) + target.seconds(length + 1) + overhead)
-         for length in range(1, depth + 1)),
-        key=lambda round_: round_[0] / round_[1],
+    length = max(
+        range(1, depth + 1),
+        key=lambda n: rate(n + 1.0, n * draft.seconds(1) + wide.seconds(n + 1)),
     )
-    mean_tokens = (drafts.tokens + prior[0]) / (drafts.rounds + 1.0)
-    mean_seconds = (drafts.seconds + prior[1]) / (drafts.rounds + 1.0)
-    rate = mean_tokens / (mean_seconds + draft.seconds(behind) - draft.seconds(1))
-    return RoundChoice(DRAFT, [], rate) if rate > best.rate else best
+    rounds = drafts.rounds + 1.0
+    mean_tokens = (drafts.tokens + length + 1.0) / rounds
+    mean_seconds = (drafts.seconds + length * draft.seconds(1)) / rounds
+    mean_nodes = (drafts.nodes + length) / rounds
+    catch_up = draft.seconds(behind) - draft.seconds(1)
+    found = rate(mean_tokens, mean_seconds + wide.seconds(1 + mean_nodes) + catch_up)
+    return RoundChoice(DRAFT, [], found) if found > best.rate else best

@@ -49,13 +49,15 @@ class TreeRequest(Request):
     """A request's state between tree rounds: whether its children are sampled (`sampled`),
     what it has taught (`calibration`; `lookup_rates`; `draft_rounds`, what its draft rounds
     delivered, for the round controller; `overhead`, the running mean of a round's seconds beyond
-    its modelled forwards) and its counters for the metrics."""
+    its timed forwards; `since_plain`, rounds since its last plain one) and its counters for the
+    metrics."""
 
     sampled: bool = False
     calibration: Calibration = field(default_factory=Calibration)
     lookup_rates: LookupRates = field(default_factory=LookupRates)
     draft_rounds: DraftRounds = field(default_factory=DraftRounds)
     overhead: float = 0.0
+    since_plain: int = 0
     rounds: int = 0
     nodes_total: int = 0
     depth_total: int = 0
@@ -82,7 +84,9 @@ class Candidate:
 
 @dataclass
 class TreeRound:
-    """A tree round in progress (module docstring); `reach`: no node deeper than this."""
+    """A tree round in progress (module docstring); `reach`: no node deeper than this;
+    `started`: when planning began, `planned`: the seconds it took; `base`: the seconds counted
+    before any forward (the request's overhead, its batch mates' planning)."""
 
     request: TreeRequest
     limits: TreeLimits
@@ -97,6 +101,8 @@ class TreeRound:
     slots: dict[int, int] = field(default_factory=dict)
     shown: list[LookupTrie] = field(default_factory=list)
     modelled: float = 0.0
+    base: float = 0.0
+    planned: float = 0.0
     mode: str = ""
     chain: list[int] = field(default_factory=list)
     draft_timings: list[tuple[int, float]] = field(default_factory=list)
@@ -105,8 +111,10 @@ class TreeRound:
     def __post_init__(self) -> None:
         self.tree = TokenTree([], [], [] if self.request.sampled else None)
         # What a round costs beyond its forwards (sampling, verification, the committed context
-        # the probe's short one lacks) counts as spent: it makes every drafted token cheaper.
-        self.spent = self.request.overhead
+        # the probe's short one lacks) counts as spent: it makes every drafted token cheaper. So
+        # do the batch mates' planning seconds: the shared forward waits for them.
+        self.base = self.request.overhead + self.request.share.seconds
+        self.spent = self.base
 
     def append(self, c: Candidate, drafted: bool, lookup: bool) -> int:
         """Append one node to the tree and its numbers; its index."""
@@ -121,10 +129,12 @@ class TreeRound:
         return len(self.tree) - 1
 
     def so_far(self) -> tuple[float, float]:
-        """The tree's expected committed tokens (the bonus or correction plus its nodes' values)
-        and its modelled seconds (draft forwards so far plus a target forward over it)."""
-        target = self.limits.target
-        return 1.0 + sum(self.value), self.spent + (target.seconds(1 + len(self.tree)) if target else 0.0)
+        """The tree's expected committed tokens (the bonus or correction plus its nodes' values,
+        plus the batch mates' tokens) and its modelled seconds (`base`, draft forwards so far,
+        and a target forward over it, beside the mates' width: `TreeRequest`'s limits)."""
+        target, mates = self.limits.target, self.request.share.tokens
+        forward = target.seconds(1 + len(self.tree)) if target else 0.0
+        return 1.0 + mates + sum(self.value), self.spent + forward
 
     def origins(self, path: list[int]) -> list[str]:
         """Where the accepted path's tokens came from: prompt lookup (a node only lookup

@@ -55,23 +55,27 @@ class ServerConfig:
     """Server settings.
 
     model_name: the id clients pass as `model` (and /v1/models lists).
-    max_queue: requests that may wait while one is decoded (more get 503).
+    max_queue: requests that may wait beside those being decoded (more get 503).
+    max_batch: requests decoded together, their rounds sharing target forwards (1: one at a time).
     request_timeout: seconds from arrival until a request is abandoned (504).
     default_max_tokens: max_tokens of a chat request that gives none (completions: 16, as OpenAI).
     """
 
     model_name: str
     method: str
-    max_queue: int = option(32, "requests that may wait while one runs")
+    max_queue: int = option(32, "requests that may wait beside those being decoded")
+    max_batch: int = option(
+        4, "requests decoded together, joining and leaving between rounds (1: one at a time)"
+    )
     request_timeout: float = option(300.0, "seconds from arrival after which a request is abandoned with 504")
     default_max_tokens: int = option(
         256, "max_tokens of chat requests that give none (completions default to 16, as OpenAI's)"
     )
 
     def __post_init__(self) -> None:
-        if self.max_queue < 1 or self.request_timeout <= 0 or self.default_max_tokens < 1:
+        if min(self.max_queue, self.max_batch, self.default_max_tokens) < 1 or self.request_timeout <= 0:
             raise SpecBranchError(
-                "--max-queue must be >= 1, --request-timeout > 0, --default-max-tokens >= 1"
+                "--max-queue, --max-batch and --default-max-tokens must be >= 1, --request-timeout > 0"
             )
 
 
@@ -99,7 +103,7 @@ def create_app(pair: ModelPair, make_engine: Callable[[], Engine], config: Serve
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     config: ServerConfig = app.state.config
     app.state.scheduler = await asyncio.to_thread(
-        Scheduler, app.state.make_engine, config.max_queue, config.request_timeout
+        Scheduler, app.state.make_engine, config.max_queue, config.request_timeout, max_batch=config.max_batch
     )
     yield
     await asyncio.to_thread(app.state.scheduler.close)

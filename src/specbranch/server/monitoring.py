@@ -39,7 +39,7 @@ Histograms:
 
 Gauges (read from the scheduler at scrape time):
 - `specbranch:num_requests_waiting`: requests in the queue;
-- `specbranch:num_requests_running`: requests being decoded (0 or 1);
+- `specbranch:num_requests_running`: requests being decoded (at most --max-batch);
 - `specbranch:worker_restarts`: times the decode engine was rebuilt after its draft worker
   died or hung, since start-up (a gauge, as the issue that asked for it names it; it only
   grows, so `increase()` over it reads like a counter's).
@@ -141,7 +141,7 @@ class _SchedulerCollector(Collector):
         self.model_name, self.health = model_name, health
 
     def describe(self) -> Iterator[Metric]:
-        return self._families({"waiting": 0, "running": False, "worker_restarts": 0})
+        return self._families({"waiting": 0, "running": 0, "worker_restarts": 0})
 
     def collect(self) -> Iterator[Metric]:
         return self._families(self.health())
@@ -149,7 +149,7 @@ class _SchedulerCollector(Collector):
     def _families(self, state: dict) -> Iterator[Metric]:
         series = (
             (GaugeMetricFamily, "num_requests_waiting", "requests waiting in the queue", state["waiting"]),
-            (GaugeMetricFamily, "num_requests_running", "requests being decoded", int(state["running"])),
+            (GaugeMetricFamily, "num_requests_running", "requests being decoded", state["running"]),
             (GaugeMetricFamily, "worker_restarts", "decode engine rebuilds after a worker fault",
              state["worker_restarts"]),
         )

@@ -1,13 +1,19 @@
-"""The decode scheduler: one engine, one decode thread, a bounded first-come first-served queue.
+"""The decode scheduler: one engine, one decode thread, continuous batching, a bounded queue.
 
 The HTTP handlers never touch the models. They `submit` a `Job` (token ids + generation
-config); the decode thread runs jobs one at a time, in arrival order, and hands each round's
-`Chunk` back to the handler's event loop. Between rounds it checks whether the client went
-away (the job is cancelled) and whether the request's deadline passed. A full queue is
-refused at once (`QueueFull`, answered 503).
+config); the decode thread keeps up to `max_batch` jobs *active* and runs their rounds
+together (`Engine.advance`: each plans, one target forward over every active job's tokens,
+each settles on its own rows), handing each round's `Chunk` back to the job's handler. Jobs
+join and leave between rounds, in arrival order: a newcomer's prompt rides in the next round's
+forward, and a job that finishes, fails, is cancelled (its client went away) or passes its
+deadline leaves without touching the others' outputs. A full queue is refused at once
+(`QueueFull`, answered 503). `max_batch` 1 decodes one job at a time. A decoder whose rounds do
+not split in plan and settle (the parallel methods' draft worker holds one request) runs one
+job at a time whatever `max_batch` says; a job waits while the backends' caches cannot hold it
+beside the active ones (`Engine.fits`).
 
-Faults: a draft worker that dies or hangs surfaces as `WorkerError` in the running job (its
-client gets an error) and the engine is rebuilt at once; while idle the thread also checks
+Faults: a draft worker that dies or hangs surfaces as `WorkerError` in the running jobs (their
+clients get an error) and the engine is rebuilt at once; while idle the thread also checks
 the engine every `health_interval` seconds, so a worker that dies between requests is
 replaced before the next one. `/health` reads `health()`.
 """
@@ -24,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from specbranch.config import GenerationConfig
-from specbranch.engine import Chunk, Engine
+from specbranch.engine import Chunk, Engine, Generation
 from specbranch.errors import SpecBranchError, WorkerError
 from specbranch.metrics import GenerationMetrics
 from specbranch.server.protocol import APIError
@@ -50,6 +56,7 @@ class Job:
     loop: asyncio.AbstractEventLoop
     events: asyncio.Queue = field(default_factory=asyncio.Queue)
     cancelled: threading.Event = field(default_factory=threading.Event)
+    generation: Generation | None = None  # set when the job becomes active
 
     def emit(self, item: Chunk | APIError) -> None:
         """Hand an item to the handler (thread-safe; dropped if the server loop is gone)."""
@@ -79,6 +86,8 @@ class ServerStats:
     rejected: int = 0
     timed_out: int = 0
     prompt_tokens: int = 0
+    rounds: int = 0  # decode rounds run
+    round_requests: int = 0  # over those rounds, the requests each ran (their mean: the batch size)
     totals: GenerationMetrics = field(default_factory=GenerationMetrics)
 
     def to_dict(self) -> dict:
@@ -92,6 +101,8 @@ class ServerStats:
             "rejected_queue_full": self.rejected,
             "timed_out": self.timed_out,
             "prompt_tokens": self.prompt_tokens,
+            "decode_rounds": self.rounds,
+            "mean_batch_size": self.round_requests / self.rounds if self.rounds else 0.0,
             "completion_tokens": t.new_tokens,
             "target_forwards": t.target_forwards,
             **{name: t.rate(name) for name in SERVER_RATES},
@@ -103,7 +114,8 @@ class Scheduler:
     """Runs jobs on one engine in a background thread; see the module docstring.
 
     make_engine: builds a fresh engine (called at start and after a worker fault).
-    max_queue: jobs that may wait while one runs; request_timeout: seconds from arrival.
+    max_queue: jobs that may wait beyond the active ones; request_timeout: seconds from
+    arrival; max_batch: jobs decoded together.
     """
 
     def __init__(
@@ -112,16 +124,19 @@ class Scheduler:
         max_queue: int = 32,
         request_timeout: float = 300.0,
         health_interval: float = 1.0,
+        max_batch: int = 1,
     ) -> None:
-        if max_queue < 1:
-            raise SpecBranchError(f"max_queue must be >= 1, got {max_queue}")
+        if max_queue < 1 or max_batch < 1:
+            raise SpecBranchError(f"max_queue and max_batch must be >= 1, got {max_queue}, {max_batch}")
         self.make_engine = make_engine
         self.request_timeout = request_timeout
         self.health_interval = health_interval
+        self.max_batch = max_batch
         self.stats = ServerStats()
         self.restarts = 0
         self.last_error: str | None = None
-        self.running: Job | None = None
+        self.active: list[Job] = []
+        self._held: Job | None = None  # taken from the queue, waiting for room in the caches
         self._lock = threading.Lock()
         self._queue: queue.Queue[Job] = queue.Queue(maxsize=max_queue)
         self._stop = threading.Event()
@@ -148,19 +163,25 @@ class Scheduler:
         ok = self._thread.is_alive() and self.engine is not None
         return {
             "status": "ok" if ok else "error",
-            "waiting": self._queue.qsize(),
+            "waiting": self._queue.qsize() + (self._held is not None),
             "max_queue": self._queue.maxsize,
-            "running": self.running is not None,
+            "running": len(self.active),
+            "max_batch": self.max_batch,
             "worker_restarts": self.restarts,
             "last_error": self.last_error,
         }
 
     def metrics(self) -> dict:
         with self._lock:
-            return {**self.stats.to_dict(), "waiting": self._queue.qsize(), "worker_restarts": self.restarts}
+            return {
+                **self.stats.to_dict(),
+                "waiting": self._queue.qsize() + (self._held is not None),
+                "running": len(self.active),
+                "worker_restarts": self.restarts,
+            }
 
     def close(self) -> None:
-        """Stop the decode thread (after the running job's current round) and the engine."""
+        """Stop the decode thread (after the current round) and the engine."""
         self._stop.set()
         self._thread.join(timeout=30)
         if self.engine is not None:
@@ -170,16 +191,96 @@ class Scheduler:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            try:
-                job = self._queue.get(timeout=self.health_interval)
-            except queue.Empty:
+            self._admit()
+            if not self.active:
                 self._ensure_engine()
                 continue
-            self.running = job
-            try:
-                self._run(job)
-            finally:
-                self.running = None
+            self._round()
+
+    def _admit(self) -> None:
+        """Move waiting jobs, in arrival order, to the active set while it has room (waiting a
+        while for one when idle); a job the caches cannot hold yet waits at the head."""
+        while len(self.active) < self._batch():
+            job, self._held = self._held, None
+            if job is None:
+                wait = None if self.active else self.health_interval  # idle: wait a while
+                try:
+                    job = self._queue.get(timeout=wait) if wait else self._queue.get_nowait()
+                except queue.Empty:
+                    return
+            engine = self.engine
+            active = [j.generation for j in self.active]
+            if active and engine is not None and not engine.fits(active, job.prompt_ids, job.config):
+                self._held = job
+                return
+            self._start(job)
+
+    def _batch(self) -> int:
+        """How many jobs may be active: max_batch, or one where the decoder runs rounds one job
+        at a time."""
+        engine = self.engine
+        return self.max_batch if engine is not None and engine.decoder.plans_rounds else 1
+
+    def _start(self, job: Job) -> None:
+        if job.cancelled.is_set():
+            return self._finish(job, "cancelled")
+        if time.monotonic() > job.deadline:
+            return self._finish(job, "timed_out", _timeout_error(self.request_timeout))
+        engine = self._ensure_engine()
+        if engine is None:
+            error = APIError(503, f"the decode engine is unavailable: {self.last_error}", "server_error")
+            return self._finish(job, "failed", error)
+        try:
+            job.generation = engine.begin(job.prompt_ids, job.config)
+        except SpecBranchError as exc:
+            return self._finish(job, "failed", APIError(400, str(exc)))
+        self.active.append(job)
+        return None
+
+    def _round(self) -> None:
+        """One round of every active job; each job's chunk handed out, finished jobs removed."""
+        for job in list(self.active):
+            if job.cancelled.is_set():
+                self._leave(job, "cancelled")
+            elif time.monotonic() > job.deadline:
+                self._leave(job, "timed_out", _timeout_error(self.request_timeout))
+        if not self.active:
+            return
+        jobs = list(self.active)
+        with self._lock:
+            self.stats.rounds += 1
+            self.stats.round_requests += len(jobs)
+        outcomes = self.engine.advance([job.generation for job in jobs])
+        for job, outcome in zip(jobs, outcomes, strict=True):
+            if isinstance(outcome, Exception):
+                self._fail(job, outcome)
+                continue
+            job.emit(outcome)
+            if outcome.result is not None:
+                with self._lock:
+                    self.stats.prompt_tokens += outcome.result.prompt_tokens
+                    self.stats.totals.merge(outcome.result.metrics)
+                self._leave(job, "completed")
+        if any(isinstance(o, WorkerError) for o in outcomes):
+            for job in list(self.active):  # their requests lived in the failed engine
+                self._fail(job, WorkerError("the engine was rebuilt"))
+            self._restart(str(next(o for o in outcomes if isinstance(o, WorkerError))))
+
+    def _fail(self, job: Job, exc: Exception) -> None:
+        """End an active job with the error its exception means."""
+        if isinstance(exc, WorkerError):
+            error = APIError(503, f"decode worker failure: {exc}", "server_error")
+        elif isinstance(exc, SpecBranchError):
+            error = APIError(400, str(exc))
+        else:
+            log.error("generation failed", exc_info=exc)
+            error = APIError(500, f"internal error: {exc}", "server_error")
+        self._leave(job, "failed", error)
+
+    def _leave(self, job: Job, outcome: str, error: APIError | None = None) -> None:
+        self.active.remove(job)
+        job.generation = None  # its KV sequences are released with it
+        self._finish(job, outcome, error)
 
     def _ensure_engine(self) -> Engine | None:
         """The engine, rebuilt first if it is missing or its worker died."""
@@ -210,40 +311,6 @@ class Scheduler:
             setattr(self.stats, outcome, getattr(self.stats, outcome) + 1)
         if error is not None:
             job.emit(error)
-
-    def _run(self, job: Job) -> None:
-        if job.cancelled.is_set():
-            return self._finish(job, "cancelled")
-        if time.monotonic() > job.deadline:
-            return self._finish(job, "timed_out", _timeout_error(self.request_timeout))
-        engine = self._ensure_engine()
-        if engine is None:
-            error = APIError(503, f"the decode engine is unavailable: {self.last_error}", "server_error")
-            return self._finish(job, "failed", error)
-        stream = engine.stream(job.prompt_ids, job.config)
-        try:
-            for chunk in stream:
-                job.emit(chunk)
-                if chunk.result is not None:
-                    with self._lock:
-                        self.stats.prompt_tokens += chunk.result.prompt_tokens
-                        self.stats.totals.merge(chunk.result.metrics)
-                    return self._finish(job, "completed")
-                if job.cancelled.is_set():
-                    return self._finish(job, "cancelled")
-                if time.monotonic() > job.deadline:
-                    return self._finish(job, "timed_out", _timeout_error(self.request_timeout))
-        except WorkerError as exc:
-            self._finish(job, "failed", APIError(503, f"decode worker failure: {exc}", "server_error"))
-            self._restart(str(exc))
-        except SpecBranchError as exc:
-            self._finish(job, "failed", APIError(400, str(exc)))
-        except Exception as exc:
-            log.exception("generation failed")
-            self._finish(job, "failed", APIError(500, f"internal error: {exc}", "server_error"))
-        finally:
-            stream.close()
-        return None
 
 
 def _timeout_error(seconds: float) -> APIError:

@@ -1,0 +1,206 @@
+"""Batched rounds (`engine.run_rounds`) and continuous batching in the server.
+
+- Float64 tiny models on the torch backend (a round's feeds run one after the other there): a
+  request's tokens in a batch equal its tokens alone, token for token, greedy and sampled (same
+  seed; with each method's exact-distribution tests this carries their proof over to batched
+  requests), while its batch mates use other methods, lengths, temperatures, top-k
+  and top-p; the rounds really ran batched (counted). A sampled tree is the exception: its
+  shape follows its mates' share of the round, so only its distribution is the same (next).
+- A mate that leaves mid-way (cancelled: dropped between rounds) or whose round fails (its
+  proposer raises) leaves the others' tokens unchanged, and the failure is that mate's alone.
+- On llama.cpp (tiny GGUF pair), where one `llama_decode` runs every request's tokens and the
+  logits depend on the batch's shape: a sampled SpecBranch request decoded beside a greedy mate
+  fits the target's distribution (chi-square at alpha 1e-3, power >= 0.9 against a total
+  variation of 0.08 on its first two tokens: `stats.detectable_tv`), and every one of its
+  rounds ran in a forward of more tokens than its own.
+- The server: concurrent streaming clients are decoded together (mean batch size > 1) and each
+  gets the library's answer; `--max-batch 1` decodes them one at a time.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from gguf_models import write_tiny_gguf
+from helpers import make_pair, perturbed, tiny_model
+from stats import chi_square_pvalue, detectable_tv
+from test_server import NAME, client, get, library_ar, running_server
+from test_tree_decoder import WIDE
+
+from specbranch.config import GenerationConfig, SamplingParams, SpeculativeConfig
+from specbranch.decoders.proposer import Proposer
+from specbranch.engine import Engine, Generation, run_rounds
+from specbranch.errors import SpecBranchError
+from specbranch.models import ModelPair
+from specbranch.models.gguf import GGUFModel
+from specbranch.runtime import assembly
+from specbranch.server.app import ServerConfig
+
+TARGET = tiny_model(seed=5)  # float64, vocabulary 64
+PAIR = make_pair(TARGET, perturbed(TARGET, 0.05, seed=6))
+SERIAL_TREE = {"execution": "serial", "tree_nodes": 8, "max_draft_len": 3, "k_max": 4}
+# (method, options, prompt, max_new_tokens, sampling, seed): mates that differ in everything
+MATES = [
+    ("specbranch", SERIAL_TREE | {"lookup": "on"}, [3, 1, 4, 3, 1], 14, SamplingParams(0.8, top_p=0.9), 5),
+    ("sd", {}, [7, 7, 2, 9], 9, SamplingParams(0.0), 0),
+    ("ar", {}, [11, 12, 13], 5, SamplingParams(1.3, top_k=5), 9),
+    ("lookup", {}, [2, 3, 2, 3, 2], 11, SamplingParams(0.0), 0),
+    ("specbranch", SERIAL_TREE, [8, 6, 4], 12, SamplingParams(0.0), 0),
+    ("sd", {"lookup": "on"}, [1, 2, 1, 2, 1], 8, SamplingParams(1.0), 3),
+]
+
+
+@pytest.fixture(autouse=True)
+def synthetic_costs(monkeypatch):
+    monkeypatch.setattr(assembly, "placement_costs", lambda pair, *threads: WIDE)
+
+
+def engines(pair: ModelPair) -> dict[str, Engine]:
+    made: dict[str, Engine] = {}
+    for method, options, *_ in MATES:
+        key = f"{method}{sorted(options.items())}"
+        made.setdefault(key, Engine(pair, method, SpeculativeConfig(gamma=3), **options))
+    return made
+
+
+def begin(engine_by_key: dict[str, Engine], mate: tuple) -> Generation:
+    method, options, prompt, n, sampling, seed = mate
+    engine = engine_by_key[f"{method}{sorted(options.items())}"]
+    return engine.begin(prompt, GenerationConfig(n, sampling, seed, ignore_eos=True))
+
+
+def decode_together(generations: list[Generation], leave: dict | None = None) -> tuple[list, int]:
+    """Rounds of every live generation together until each has finished, failed or left (leave:
+    generation index -> the round before which it is dropped); (tokens or the exception that
+    ended each, rounds run with more than one generation)."""
+    out: list = [None] * len(generations)
+    live, batched, round_no = list(range(len(generations))), 0, 0
+    while live:
+        live = [i for i in live if (leave or {}).get(i) != round_no]
+        if not live:
+            break
+        batched += len(live) > 1
+        for i, made in zip(live, run_rounds([generations[i] for i in live]), strict=True):
+            if isinstance(made, Exception) or made.result is not None:
+                out[i] = made if isinstance(made, Exception) else made.result.token_ids
+        live = [i for i in live if out[i] is None]
+        round_no += 1
+    return out, batched
+
+
+def alone(engine_by_key: dict[str, Engine], mate: tuple) -> list[int]:
+    method, options, prompt, n, sampling, seed = mate
+    engine = engine_by_key[f"{method}{sorted(options.items())}"]
+    return engine.generate(prompt, GenerationConfig(n, sampling, seed, ignore_eos=True)).token_ids
+
+
+def shaped_by_mates(mate: tuple) -> bool:
+    """A sampled tree: its shape depends on its batch mates' share of the round (the goodput
+    controller), so its tokens for a seed differ from alone's; its distribution does not (the
+    llama.cpp test below)."""
+    return mate[0] == "specbranch" and not mate[4].greedy
+
+
+def test_each_request_in_a_batch_gets_the_tokens_it_gets_alone():
+    made = engines(PAIR)
+    expected = [alone(made, mate) for mate in MATES]
+    generations = [begin(made, mate) for mate in MATES]
+    got, batched = decode_together(generations)
+    for mate, tokens, wanted in zip(MATES, got, expected, strict=True):
+        assert len(tokens) == mate[3]
+        assert shaped_by_mates(mate) or tokens == wanted, mate
+    assert batched >= 5  # every round while two or more were live shared the forward
+
+
+def test_a_mate_that_leaves_or_fails_leaves_the_others_unchanged():
+    made = engines(PAIR)
+    expected = [alone(made, mate) for mate in MATES]
+
+    class Breaks(Proposer):
+        """A proposer that fails on its third call (a failure inside one request's plan)."""
+
+        calls = 0
+
+        def continuations(self, context: list[int], num_tokens: int, count: int) -> list[list[int]]:
+            Breaks.calls += 1
+            if Breaks.calls == 3:
+                raise RuntimeError("the proposer broke")
+            return []
+
+    broken = Engine(PAIR, "sd", SpeculativeConfig(gamma=3), lookup="on")
+    broken.decoder.proposer = Breaks()
+    generations = [begin(made, mate) for mate in MATES]
+    generations.append(broken.begin([4, 4, 4], GenerationConfig(10, SamplingParams(0.0), ignore_eos=True)))
+    got, _ = decode_together(generations, leave={0: 2, 3: 1})
+    assert got[0] is None and got[3] is None  # left before finishing (cancelled)
+    assert isinstance(got[-1], RuntimeError) and Breaks.calls >= 3
+    for i, (mate, tokens) in enumerate(zip(MATES, got, strict=False)):
+        if i not in (0, 3) and not shaped_by_mates(mate):
+            assert tokens == expected[i], mate
+
+
+@pytest.fixture(scope="module")
+def gguf_pair(tmp_path_factory) -> ModelPair:
+    folder = tmp_path_factory.mktemp("batch-gguf")
+    target = GGUFModel(write_tiny_gguf(folder / "target.gguf", vocab=8, seed=2, init=0.4))
+    draft = GGUFModel(write_tiny_gguf(folder / "draft.gguf", vocab=8, seed=2, init=0.36, kind="Q8_0"))
+    return ModelPair.from_models(target, draft)
+
+
+N = 2000
+
+
+def test_a_sampled_request_batched_on_llamacpp_keeps_the_targets_distribution(gguf_pair):
+    from test_llamacpp_backend import target_distribution
+
+    sampling, prompt = SamplingParams(0.9, top_k=6), [1, 2, 3, 1, 2]
+    tree = Engine(gguf_pair, "specbranch", SpeculativeConfig(), **SERIAL_TREE, lookup="on")
+    mate = Engine(gguf_pair, "ar")
+    outputs, shared, rounds = Counter(), 0, 0
+    for seed in range(N):
+        config = GenerationConfig(2, sampling, seed, ignore_eos=True)
+        generation = tree.begin(prompt, config)
+        other = mate.begin([5, 6, 7, 5], GenerationConfig(8, SamplingParams(0.0), ignore_eos=True))
+        while not generation.done:
+            made = run_rounds([generation, other] if not other.done else [generation])
+            assert not any(isinstance(m, Exception) for m in made)
+            rounds += 1  # one forward ran both: both sequences booked its tokens and seconds
+            shared += generation.request.target.last_feed == other.request.target.last_feed
+        outputs[tuple(generation.new)] += 1
+    expected = target_distribution(gguf_pair, prompt, 2, sampling)
+    cells = sum(p * N >= 5 for p in expected.values()) + 1
+    assert detectable_tv(N, cells) <= 0.08
+    assert chi_square_pvalue(outputs, expected, N) > 1e-3
+    assert shared == rounds
+
+
+def test_the_server_decodes_concurrent_clients_together():
+    prompts = ["go", "abc", "the end", "xyz z"]
+    expected = [library_ar(p, 40) for p in prompts]
+    with running_server("sd", max_batch=4) as (url, _):
+
+        def ask(prompt: str) -> str:
+            stream = client(url).completions.create(
+                model=NAME, prompt=prompt, max_tokens=40, temperature=0, stream=True
+            )
+            return "".join(chunk.choices[0].text for chunk in stream if chunk.choices)
+
+        with ThreadPoolExecutor(4) as pool:
+            got = list(pool.map(ask, prompts))
+        metrics = get(url, "/v1/metrics")[1]
+    assert got == expected
+    assert metrics["mean_batch_size"] > 1.0 and metrics["completed"] == 4
+
+
+def test_max_batch_one_decodes_one_request_at_a_time():
+    with running_server("sd", max_batch=1) as (url, _):
+        with ThreadPoolExecutor(3) as pool:
+            ask = lambda p: client(url).completions.create(model=NAME, prompt=p, max_tokens=20)  # noqa: E731
+            list(pool.map(ask, "abc"))
+        metrics = get(url, "/v1/metrics")[1]
+    assert metrics["mean_batch_size"] == 1.0 and metrics["completed"] == 3
+    with pytest.raises(SpecBranchError, match="max-batch"):
+        ServerConfig(NAME, "sd", max_batch=0)
+

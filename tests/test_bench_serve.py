@@ -1,0 +1,63 @@
+"""`specbranch bench-serve` on tiny random models: a real server under concurrent `openai`
+clients, every configuration's figures and the documented outputs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from helpers import char_tokenizer, save_tiny_model_dir
+from test_server import CHAT_TEMPLATE
+
+from specbranch.cli import main
+from specbranch.cli.bench_serve import interleave
+from specbranch.datasets import BenchPrompt
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bench-serve")
+    paths = [save_tiny_model_dir(root / name, seed=seed) for name, seed in (("target", 1), ("draft", 2))]
+    tokenizer = char_tokenizer()
+    tokenizer.chat_template = CHAT_TEMPLATE
+    for path in paths:
+        tokenizer.save_pretrained(path)
+    return paths
+
+
+def test_bench_serve_reports_every_configuration(folders, tmp_path, capsys):
+    target, draft = folders
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": t}) + "\n" for t in ("hello", "the cat", "a b c")))
+    out = tmp_path / "out"
+    argv = ["bench-serve", "--target", target, "--draft", draft, "--draft-quantize", "none",
+            "--methods", "ar", "sd:gamma=3", "--concurrency", "1", "3", "--max-batch", "auto", "1",
+            "--requests-per-client", "1", "--max-tokens", "6", "--prompts-file", str(prompts),
+            "--no-progress", "--out", str(out)]
+    assert main(argv) == 0
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert [(r["method"], r["setting"], r["concurrency"]) for r in rows] == [
+        (m, s, c) for m in ("ar", "sd:gamma=3") for s in ("auto", "1") for c in (1, 3)
+    ]
+    for row in rows:
+        assert row["requests"] == row["concurrency"] and row["completion_tokens"] > 0
+        assert row["aggregate_tokens_per_second"] > 0 and 0 < row["ttft_p50"] <= row["ttft_p95"]
+        assert row["max_batch"] == (row["concurrency"] if row["setting"] == "auto" else 1)
+        assert 1.0 <= row["mean_batch_size"] <= row["max_batch"]
+    assert (out / "concurrency.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| method | clients |" in (out / "report.md").read_text()
+    assert "aggregate tok/s" in capsys.readouterr().out
+
+
+def test_bench_serve_refuses_peers_and_bad_settings(folders, capsys):
+    target, draft = folders
+    common = ["bench-serve", "--target", target, "--draft", draft]
+    assert main([*common, "--methods", "llamacpp"]) == 2
+    assert main([*common, "--max-batch", "0"]) == 2
+    assert "--max-batch" in capsys.readouterr().err
+
+
+def test_prompts_interleave_their_datasets():
+    prompts = [BenchPrompt(d, str(i), d, "x") for d in ("a", "b") for i in range(3)]
+    prompts.append(BenchPrompt("c", "0", "c", "x"))
+    assert [p.dataset for p in interleave(prompts)] == ["a", "b", "c", "a", "b", "a", "b"]
