@@ -21,8 +21,7 @@ from __future__ import annotations
 from helpers import make_pair, tiny_model
 
 from specbranch.config import GenerationConfig, SamplingParams, SpeculativeConfig
-from specbranch.costs import CostCurve, Placement
-from specbranch.decoders.base import BatchShare
+from specbranch.costs import Beside, CostCurve, Placement
 from specbranch.decoders.tree_control import DRAFT, LOOKUP, PLAIN, DraftRounds, choose
 from specbranch.engine import Engine
 from specbranch.runtime import assembly
@@ -80,17 +79,16 @@ def test_plain_and_lookup_rounds_give_plain_decodings_tokens(monkeypatch):
     assert sum(modes.values()) == result.metrics.target_forwards and modes.get(PLAIN, 0) > 0
 
 
-def test_in_a_batch_width_is_priced_at_what_it_adds_and_a_draft_at_what_the_batch_waits():
+def test_beside_plain_mates_width_is_priced_at_what_it_adds_and_a_draft_at_what_the_batch_waits():
     # llama.cpp: four copied candidates beside 7 mates' tokens widen a forward that is already
     # 8 wide (cheap there), while alone they would cost a 5-token forward
     assert choose(LLAMA_TARGET, LLAMA_DRAFT, 0.0, CHAIN, 0.5, POOR, 8, "auto").mode == PLAIN
-    mates = BatchShare(width=7, tokens=7.0, seconds=0.0)
-    assert choose(LLAMA_TARGET, LLAMA_DRAFT, 0.0, CHAIN, 0.5, POOR, 8, "auto", share=mates).mode == LOOKUP
+    beside = Beside(LLAMA_TARGET, 7)
+    assert choose(beside, LLAMA_DRAFT, 0.0, CHAIN, 0.5, POOR, 8, "auto", mates=7).mode == LOOKUP
     # bf16 torch: the draft pays alone, but beside three plain mates the whole batch waits for
     # its draft forwards while a 4-token forward costs what 1 does
     assert choose(BF16_TARGET, BF16_DRAFT, 0.0, [], 0.5, MODEST, 8, "auto").mode == DRAFT
-    mates = BatchShare(width=3, tokens=3.0, seconds=0.0)
-    batched = choose(BF16_TARGET, BF16_DRAFT, 0.0, [], 0.5, MODEST, 8, "auto", share=mates)
+    batched = choose(Beside(BF16_TARGET, 3), BF16_DRAFT, 0.0, [], 0.5, MODEST, 8, "auto", mates=3)
     assert batched.mode == PLAIN and batched.rate == 4 / BF16_TARGET.seconds(4)
 
 

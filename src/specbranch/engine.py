@@ -13,10 +13,9 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from specbranch.backends.base import Feed
 from specbranch.config import GenerationConfig, SpeculativeConfig
 from specbranch.decoders import Decoder
-from specbranch.decoders.base import ALONE, BatchShare, Proposal
+from specbranch.decoders.base import Proposal
 from specbranch.errors import SpecBranchError
 from specbranch.metrics import GenerationMetrics, RoundStats
 from specbranch.models import ModelPair
@@ -212,34 +211,20 @@ def run_rounds(generations: list[Generation]) -> list[Chunk | Exception]:
     """
     out: list = [None] * len(generations)
     groups: dict[int, list[tuple[int, Proposal]]] = {}  # by target backend: (index, proposal)
-    planning = [0.0] * len(generations)  # seconds each plan took
     for i, g in enumerate(generations):
         if not g.decoder.plans_rounds or len(generations) == 1:
-            g.request.share = ALONE
+            g.request.mates = 0
             out[i] = _guarded(lambda g=g: g.absorb(g.decoder.step(g.request, g.remaining)))
             continue
-        start = time.perf_counter()
         out[i] = _guarded(lambda g=g: g.decoder.plan(g.request, g.remaining))
-        planning[i] = time.perf_counter() - start
         if not isinstance(out[i], Exception):
             groups.setdefault(id(g.request.target.backend), []).append((i, out[i]))
     for planned in groups.values():
         at = [i for i, _ in planned]
         _forward_and_settle([generations[i] for i in at], [p for _, p in planned], at, out)
-        _share([generations[i] for i in at], [p.feed for _, p in planned], [out[i] for i in at],
-               [planning[i] for i in at])
+        for i in at:  # for the next round's controller: how many shared this forward
+            generations[i].request.mates = len(at) - 1
     return out
-
-
-def _share(generations: list[Generation], feeds: list[Feed], made: list, planning: list[float]) -> None:
-    """Tell each generation what its mates in one forward brought to the round (`BatchShare`:
-    their width, committed tokens and planning seconds), for its next round's controller."""
-    widths = [min(len(f.tail), 1) + len(f.nodes) for f in feeds]  # a prefill is not repeated
-    tokens = [0 if isinstance(m, Exception) else len(m.token_ids) for m in made]
-    for k, g in enumerate(generations):
-        g.request.share = BatchShare(
-            sum(widths) - widths[k], sum(tokens) - tokens[k], sum(planning) - planning[k]
-        )
 
 
 def _forward_and_settle(

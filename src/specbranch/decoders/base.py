@@ -36,28 +36,14 @@ from specbranch.metrics import GenerationMetrics, RoundStats
 from specbranch.sampling import make_generator
 
 
-@dataclass(frozen=True)
-class BatchShare:
-    """What a request's batch mates brought to its last round (`engine.run_rounds`): `width`
-    tokens in the shared target forward, `tokens` committed, `seconds` of their own planning
-    (their draft forwards run before the shared forward). A request alone has none. The tree
-    controller prices a round by the batch's committed tokens per second with these held fixed
-    (ALGORITHM.md, "Batched rounds")."""
-
-    width: int = 0
-    tokens: float = 0.0
-    seconds: float = 0.0
-
-
-ALONE = BatchShare()
-
-
 @dataclass
 class Request:
     """One generation in flight (module docstring): `seq` the committed tokens (prompt, then
     every round's), `target` / `draft` its KV sequences, one generator per purpose on the device
-    whose rows it draws from (verification: the target's; drafting: the draft's); `share`, its
-    batch mates' part of its last round (`BatchShare`)."""
+    whose rows it draws from (verification: the target's; drafting: the draft's); `mates`, how
+    many requests shared its last round's target forward (`engine.run_rounds`; 0 alone). The tree
+    controller prices its rounds beside that many plain mates (ALGORITHM.md, "Batched
+    rounds")."""
 
     prompt_ids: list[int]
     sampling: SamplingParams
@@ -65,7 +51,7 @@ class Request:
     target: KVSequence
     draft: KVSequence | None = None
     seq: list[int] = field(init=False)
-    share: BatchShare = field(init=False, default=ALONE)
+    mates: int = field(init=False, default=0)
     verify_gen: torch.Generator = field(init=False)
     draft_gen: torch.Generator | None = field(init=False)
 

@@ -132,13 +132,13 @@ class TreeDecoder(SerialDecoder):
     def _limits(self, request: TreeRequest) -> TreeLimits:
         """The round's limits: with the curves as corrected by timed forwards at greedy decoding
         (whose output no tree shape changes); a sampled request's trees depend on its seed and
-        the probed curves alone, so the same seed gives the same text (alone: in a batch, its
-        mates' share shapes them too); the target's curve beside the mates' width."""
+        the probed curves alone, so the same seed gives the same text (in a batch, the number of
+        its mates shapes them too); the target's curve beside the mates' tokens."""
         limits = self.limits
         if self.corrected is not None and request.sampling.greedy:
             limits = replace(limits, target=self.corrected[0], draft=self.corrected[1])
-        if request.share.width and limits.target is not None:  # the forward is wider by the mates'
-            limits = replace(limits, target=Beside(limits.target, request.share.width))
+        if request.mates and limits.target is not None:  # the forward is wider by the mates'
+            limits = replace(limits, target=Beside(limits.target, request.mates))
         return limits
 
     def _choose(self, rnd: TreeRound, depth: int) -> RoundChoice:
@@ -155,7 +155,7 @@ class TreeDecoder(SerialDecoder):
         gate, drafts = request.lookup_rates.gate.rate, request.draft_rounds
         curves = (limits.target, limits.draft, request.overhead)
         behind = len(request.seq) - request.draft.common_length(request.seq)
-        return choose(*curves, rnd.chain, gate, drafts, depth, self.lookup, max(1, behind), request.share)
+        return choose(*curves, rnd.chain, gate, drafts, depth, self.lookup, max(1, behind), request.mates)
 
     def _copy(self, rnd: TreeRound, choice: RoundChoice) -> None:
         """A lookup round's tree: the chosen candidates as a chain of lookup nodes, each valued at

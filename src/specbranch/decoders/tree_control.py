@@ -23,11 +23,13 @@ target over n tokens T(n), a draft level D(n)) plus the round's measured unmodel
   does. Where the draft's cache lacks b committed tokens (plain and lookup rounds leave it
   behind), its next round also pays D(b) - D(1) to catch up.
 
-In a batch (`BatchShare`: the mates' width M in the shared forward, their committed tokens E
-and planning seconds S, as in their last round), every rate is the batch's: (E + tokens) /
-(S + the round's own seconds + T(M + n) + o), so width is priced at what it adds to a forward
-that is M wide already, and a draft forward at what it costs the whole batch, which waits for
-it. Alone, E = S = M = 0 and the rates are the request's own.
+In a batch of m mates, every rate is the batch's with the mates priced as plain rounds (one
+token each in the shared forward): (m + tokens) / (the round's own seconds + T(m + n) + o). Width
+then costs what it adds to a forward that is m wide already, and a draft forward what the whole
+batch waits for it; judged against plain mates, a round speculates only where that beats a
+batch of plain decoding (the mates' own speculation is theirs to justify the same way: pricing
+against what they happen to spend would let everyone's draft make everyone else's look cheap).
+Alone, m = 0 and the rates are the request's own.
 
 The round takes the highest rate; ties go to the cheaper mode (plain, then lookup). So where
 neither the draft nor copying pays (a draft that costs half a target step, width that is far
@@ -39,8 +41,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from specbranch.costs import Beside, Curve, best_prefix
-from specbranch.decoders.base import ALONE, BatchShare
+from specbranch.costs import Curve, best_prefix
 
 PLAIN, LOOKUP, DRAFT = "plain", "lookup", "draft"
 MODES = (PLAIN, LOOKUP, DRAFT)
@@ -77,23 +78,23 @@ class DraftRounds:
 
 def choose(
     target: Curve, draft: Curve, overhead: float, chain: list[int], gate: float, drafts: DraftRounds,
-    depth: int, lookup: str, behind: int = 1, share: BatchShare = ALONE,
+    depth: int, lookup: str, behind: int = 1, mates: int = 0,
 ) -> RoundChoice:
     """The round to run (module docstring). chain: the proposer's likeliest continuation (within
     the round's reach); gate: lookup's acceptance rate; drafts: the request's draft rounds so
     far; depth: the most draft levels; lookup: "off", "on" or "auto"; behind: committed tokens
-    the draft's cache lacks; share: the batch mates' part of the round."""
-    wide = Beside(target, share.width)
-    base = share.seconds + overhead
+    the draft's cache lacks; mates: the requests sharing the target forward, whose tokens
+    `target` already counts (`costs.Beside`)."""
+    wide = target
 
     def rate(tokens: float, seconds: float) -> float:
-        return (share.tokens + tokens) / (base + seconds)
+        return (mates + tokens) / (overhead + seconds)
 
     one = wide.seconds(1)
     best = RoundChoice(PLAIN, [], rate(1.0, one))
     if chain and lookup != "off":
         values = [gate ** (i + 1) for i in range(len(chain))]
-        j = len(chain) if lookup == "on" else best_prefix(values, 1.0 + share.tokens, one + base, 0, wide)
+        j = len(chain) if lookup == "on" else best_prefix(values, 1.0 + mates, one + overhead, 0, wide)
         found = rate(1.0 + sum(values[:j]), wide.seconds(1 + j))
         if j and found > best.rate:
             best = RoundChoice(LOOKUP, chain[:j], found)

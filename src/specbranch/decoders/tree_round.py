@@ -86,7 +86,7 @@ class Candidate:
 class TreeRound:
     """A tree round in progress (module docstring); `reach`: no node deeper than this;
     `started`: when planning began, `planned`: the seconds it took; `base`: the seconds counted
-    before any forward (the request's overhead, its batch mates' planning)."""
+    before any forward (the request's overhead)."""
 
     request: TreeRequest
     limits: TreeLimits
@@ -111,9 +111,8 @@ class TreeRound:
     def __post_init__(self) -> None:
         self.tree = TokenTree([], [], [] if self.request.sampled else None)
         # What a round costs beyond its forwards (sampling, verification, the committed context
-        # the probe's short one lacks) counts as spent: it makes every drafted token cheaper. So
-        # do the batch mates' planning seconds: the shared forward waits for them.
-        self.base = self.request.overhead + self.request.share.seconds
+        # the probe's short one lacks) counts as spent: it makes every drafted token cheaper.
+        self.base = self.request.overhead
         self.spent = self.base
 
     def append(self, c: Candidate, drafted: bool, lookup: bool) -> int:
@@ -130,9 +129,9 @@ class TreeRound:
 
     def so_far(self) -> tuple[float, float]:
         """The tree's expected committed tokens (the bonus or correction plus its nodes' values,
-        plus the batch mates' tokens) and its modelled seconds (`base`, draft forwards so far,
+        plus a token per batch mate) and its modelled seconds (`base`, draft forwards so far,
         and a target forward over it, beside the mates' width: `TreeRequest`'s limits)."""
-        target, mates = self.limits.target, self.request.share.tokens
+        target, mates = self.limits.target, self.request.mates
         forward = target.seconds(1 + len(self.tree)) if target else 0.0
         return 1.0 + mates + sum(self.value), self.spent + forward
 
