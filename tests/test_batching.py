@@ -13,6 +13,7 @@
   fits the target's distribution (chi-square at alpha 1e-3, power >= 0.9 against a total
   variation of 0.08 on its first two tokens: `stats.detectable_tv`), and every one of its
   rounds ran in a forward of more tokens than its own.
+- A request is admitted only while llama.cpp's context cells hold it beside the running ones.
 - The server: concurrent streaming clients are decoded together (mean batch size > 1) and each
   gets the library's answer; `--max-batch 1` decodes them one at a time.
 """
@@ -204,3 +205,15 @@ def test_max_batch_one_decodes_one_request_at_a_time():
     with pytest.raises(SpecBranchError, match="max-batch"):
         ServerConfig(NAME, "sd", max_batch=0)
 
+
+
+def test_a_request_is_admitted_only_while_llamacpps_cells_hold_it(gguf_pair):
+    engine = Engine(gguf_pair, "ar")  # a 512-cell context: prompt + budget + ROUND_CELLS each
+    prompt = [1, 2, 3]
+    long, short = GenerationConfig(200, ignore_eos=True), GenerationConfig(100, ignore_eos=True)
+    running = [engine.begin(prompt, long)]
+    assert engine.fits([], prompt, long) and not engine.fits(running, prompt, long)  # 2 x 267 > 512
+    running = [engine.begin(prompt, short) for _ in range(2)]
+    assert engine.fits(running, prompt, short) and not engine.fits([*running, running[0]], prompt, short)
+    torch_engine = Engine(PAIR, "ar")  # the torch backend's caches grow as they need
+    assert torch_engine.fits([torch_engine.begin(prompt, long)] * 50, prompt, long)
