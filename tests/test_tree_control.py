@@ -18,6 +18,7 @@ SpecBranch round spends, decided before it spends.
 
 from __future__ import annotations
 
+import pytest
 from helpers import make_pair, tiny_model
 
 from specbranch.config import GenerationConfig, SamplingParams, SpeculativeConfig
@@ -108,3 +109,11 @@ def test_at_greedy_a_plain_round_now_and_then_corrects_a_stale_one_token_cost(mo
     # sampled rounds keep the probed curves: plain only for the prompt's round (the draft's cache
     # lacks the whole prompt then), never to explore
     assert sampled.metrics.rounds_by_mode.get(PLAIN, 0) <= 1 < result.metrics.rounds_by_mode[PLAIN]
+
+
+def test_beside_mates_run_in_turn_the_batch_waits_for_their_forwards_whatever_the_round_does():
+    # torch runs a round's feeds one after the other: three plain mates cost 3 T(1) whatever
+    # this request does, so its draft pays as it does alone (a shared forward would make it not)
+    in_turn = Beside(BF16_TARGET, 3, shared=False)
+    assert in_turn.seconds(1) == pytest.approx(4 * BF16_TARGET.seconds(1))
+    assert choose(in_turn, BF16_DRAFT, 0.0, [], 0.5, MODEST, 8, "auto", mates=3).mode == DRAFT

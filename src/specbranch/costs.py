@@ -35,14 +35,18 @@ class Curve(Protocol):
 
 @dataclass(frozen=True)
 class Beside:
-    """A curve seen by a request whose tokens ride beside `width` others in each forward: its n
-    tokens make a forward over width + n."""
+    """The seconds of a batched round's target work as one request sees it, beside `mates` plain
+    rounds (one token each): on a backend that batches (`shared`), one forward over mates + n
+    tokens; on one that runs the feeds in turn, the mates' one-token forwards and then its own."""
 
     curve: Curve
-    width: int
+    mates: int
+    shared: bool = True
 
     def seconds(self, n: float) -> float:
-        return self.curve.seconds(self.width + n)
+        if self.shared:
+            return self.curve.seconds(self.mates + n)
+        return self.mates * self.curve.seconds(1) + self.curve.seconds(n)
 
 
 @dataclass(frozen=True)

@@ -137,8 +137,9 @@ class TreeDecoder(SerialDecoder):
         limits = self.limits
         if self.corrected is not None and request.sampling.greedy:
             limits = replace(limits, target=self.corrected[0], draft=self.corrected[1])
-        if request.mates and limits.target is not None:  # the forward is wider by the mates'
-            limits = replace(limits, target=Beside(limits.target, request.mates))
+        if request.mates and limits.target is not None:  # the round waits for the mates' tokens too
+            shared = request.target.backend.capabilities.batching
+            limits = replace(limits, target=Beside(limits.target, request.mates, shared))
         return limits
 
     def _choose(self, rnd: TreeRound, depth: int) -> RoundChoice:

@@ -24,11 +24,13 @@ target over n tokens T(n), a draft level D(n)) plus the round's measured unmodel
   behind), its next round also pays D(b) - D(1) to catch up.
 
 In a batch of m mates, every rate is the batch's with the mates priced as plain rounds (one
-token each in the shared forward): (m + tokens) / (the round's own seconds + T(m + n) + o). Width
-then costs what it adds to a forward that is m wide already, and a draft forward what the whole
-batch waits for it; judged against plain mates, a round speculates only where that beats a
-batch of plain decoding (the mates' own speculation is theirs to justify the same way: pricing
-against what they happen to spend would let everyone's draft make everyone else's look cheap).
+token each): (m + tokens) / (the round's own seconds + T'(n) + o), T'(n) the target's time for
+the mates' tokens and its own (`costs.Beside`: T(m + n) where the backend runs them in one
+forward, m T(1) + T(n) where it runs the feeds in turn). Width then costs what it adds to a
+forward that is m wide already, and a draft forward what the whole batch waits for it; judged
+against plain mates, a round speculates only where that beats a batch of plain decoding (the
+mates' own speculation is theirs to justify the same way: pricing against what they happen to
+spend would let everyone's draft make everyone else's look cheap).
 Alone, m = 0 and the rates are the request's own.
 
 The round takes the highest rate; ties go to the cheaper mode (plain, then lookup). So where
