@@ -98,6 +98,11 @@ def encode_prompt(pair: ModelPair, prompt: Prompt, chat: bool = False) -> list[i
     return list(ids)
 
 
+def token_budget(pair: ModelPair, prompt_ids: list[int], config: GenerationConfig) -> int:
+    """The new tokens a generation may make: max_new_tokens, within the context window."""
+    return min(config.max_new_tokens, pair.max_length - len(prompt_ids))
+
+
 class _TextTracker:
     """Incremental detokenization with stop strings.
 
@@ -152,7 +157,7 @@ class Generation:
         self, pair: ModelPair, decoder: Decoder, prompt_ids: list[int], config: GenerationConfig
     ) -> None:
         self.pair, self.decoder, self.prompt_ids, self.config = pair, decoder, prompt_ids, config
-        self.budget = min(config.max_new_tokens, pair.max_length - len(prompt_ids))
+        self.budget = token_budget(pair, prompt_ids, config)
         self.eos = frozenset() if config.ignore_eos else pair.eos_ids
         self.metrics = GenerationMetrics()
         self.tracker = _TextTracker(pair, config.stop)
@@ -310,8 +315,7 @@ class Engine:
         """Whether a new generation of prompt_ids fits beside `generations` in every backend
         with a bounded cache (`Backend.capacity`): each may hold its prompt, its budget and a
         round's tree (`ROUND_CELLS`)."""
-        budget = min(config.max_new_tokens, self.pair.max_length - len(prompt_ids))
-        need = len(prompt_ids) + budget + ROUND_CELLS
+        need = len(prompt_ids) + token_budget(self.pair, prompt_ids, config) + ROUND_CELLS
         held = sum(len(g.prompt_ids) + g.budget + ROUND_CELLS for g in generations)
         backends = pair_backends(self.pair)
         return all(b is None or b.capacity is None or held + need <= b.capacity for b in backends)

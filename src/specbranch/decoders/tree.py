@@ -198,7 +198,7 @@ class TreeDecoder(SerialDecoder):
         verified = len(verdict.path) + (self._learn(request, rnd, verdict.path) > len(verdict.path))
         request.lookup_rates.learn(rnd.shown, verdict.path, verdict.committed)
         if rnd.mode == DRAFT:
-            request.draft_rounds.learn(len(verdict.committed), rnd.spent - rnd.base, len(tree))
+            request.draft_rounds.learn(len(verdict.committed), rnd.spent - request.overhead, len(tree))
         elapsed = own_seconds(rnd.planned, request, settle_started)
         # Learnt from wall time only at greedy decoding, whose output no tree shape changes: a
         # sampled request's trees must depend on its seed and the cached curves alone, so the

@@ -85,8 +85,7 @@ class Candidate:
 @dataclass
 class TreeRound:
     """A tree round in progress (module docstring); `reach`: no node deeper than this;
-    `started`: when planning began, `planned`: the seconds it took; `base`: the seconds counted
-    before any forward (the request's overhead)."""
+    `started`: when planning began, `planned`: the seconds it took."""
 
     request: TreeRequest
     limits: TreeLimits
@@ -101,7 +100,6 @@ class TreeRound:
     slots: dict[int, int] = field(default_factory=dict)
     shown: list[LookupTrie] = field(default_factory=list)
     modelled: float = 0.0
-    base: float = 0.0
     planned: float = 0.0
     mode: str = ""
     chain: list[int] = field(default_factory=list)
@@ -112,8 +110,7 @@ class TreeRound:
         self.tree = TokenTree([], [], [] if self.request.sampled else None)
         # What a round costs beyond its forwards (sampling, verification, the committed context
         # the probe's short one lacks) counts as spent: it makes every drafted token cheaper.
-        self.base = self.request.overhead
-        self.spent = self.base
+        self.spent = self.request.overhead
 
     def append(self, c: Candidate, drafted: bool, lookup: bool) -> int:
         """Append one node to the tree and its numbers; its index."""
@@ -129,7 +126,7 @@ class TreeRound:
 
     def so_far(self) -> tuple[float, float]:
         """The tree's expected committed tokens (the bonus or correction plus its nodes' values,
-        plus a token per batch mate) and its modelled seconds (`base`, draft forwards so far,
+        plus a token per batch mate) and its modelled seconds (the overhead, draft forwards so far,
         and a target forward over it, beside the mates' width: `TreeRequest`'s limits)."""
         target, mates = self.limits.target, self.request.mates
         forward = target.seconds(1 + len(self.tree)) if target else 0.0

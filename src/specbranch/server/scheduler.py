@@ -163,7 +163,7 @@ class Scheduler:
         ok = self._thread.is_alive() and self.engine is not None
         return {
             "status": "ok" if ok else "error",
-            "waiting": self._queue.qsize() + (self._held is not None),
+            "waiting": self._waiting(),
             "max_queue": self._queue.maxsize,
             "running": len(self.active),
             "max_batch": self.max_batch,
@@ -175,10 +175,14 @@ class Scheduler:
         with self._lock:
             return {
                 **self.stats.to_dict(),
-                "waiting": self._queue.qsize() + (self._held is not None),
+                "waiting": self._waiting(),
                 "running": len(self.active),
                 "worker_restarts": self.restarts,
             }
+
+    def _waiting(self) -> int:
+        """Jobs not yet active: queued, or taken from the queue and held for room."""
+        return self._queue.qsize() + (self._held is not None)
 
     def close(self) -> None:
         """Stop the decode thread (after the current round) and the engine."""
