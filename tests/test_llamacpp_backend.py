@@ -34,6 +34,7 @@ from test_tree_decoder import WIDE
 from specbranch.backends.base import KVSequence
 from specbranch.bench.methods import LlamaCppRunner
 from specbranch.config import GenerationConfig, SamplingParams, SpeculativeConfig
+from specbranch.decoders.base import plan_alone
 from specbranch.engine import Engine
 from specbranch.models import ModelPair
 from specbranch.models.gguf import GGUFModel
@@ -195,7 +196,7 @@ def test_requests_batched_in_one_decode_get_the_tokens_they_get_alone(pair):
     outputs: list[list[int]] = [[], []]
     while min(len(o) for o in outputs) < n:
         live = [i for i in range(2) if len(outputs[i]) < n]
-        proposals = {i: decoder.plan(requests[i], n - len(outputs[i])) for i in live}
+        proposals = {i: plan_alone(decoder.plan(requests[i], n - len(outputs[i]))) for i in live}
         logits = decoder.target.forward([proposals[i].feed for i in live])  # one llama_decode
         for i, rows in zip(live, logits, strict=True):
             outputs[i] += decoder.settle(requests[i], proposals[i], rows).committed

@@ -28,6 +28,7 @@ from test_tree_decoder import WIDE
 
 from specbranch.config import GenerationConfig, SpeculativeConfig
 from specbranch.costs import CostCurve, Placement
+from specbranch.decoders.base import PlanClock
 from specbranch.decoders.lookup import lookup_candidates, lookup_continuations, matches
 from specbranch.decoders.tree_lookup import GATE_DECAY, LookupRates
 from specbranch.decoders.tree_round import TreeRound
@@ -158,7 +159,7 @@ def test_the_gate_spends_lookup_nodes_only_where_they_are_accepted(accepted, gra
     decoder = engine.decoder
     request = decoder.start(LOOKUP_PROMPT, SAMPLINGS["t1"], 0)
     request.lookup_rates = LookupRates(*(AcceptanceRate(50.0, float(accepted)) for _ in range(3)))
-    rnd = TreeRound(request, decoder.limits, reach=3, started=0.0)
+    rnd = TreeRound(request, decoder.limits, reach=3, clock=PlanClock())
     assert (len(decoder._lookup_trie(rnd, -1, 1).tokens) > 0) == grafted
 
 

@@ -21,6 +21,7 @@ from test_exact_distribution import SAMPLINGS, TARGET, assert_exact, assert_ran
 from test_tree_decoder import WIDE
 
 from specbranch.config import GenerationConfig, SamplingParams, SpeculativeConfig
+from specbranch.decoders.base import plan_alone
 from specbranch.engine import Engine
 from specbranch.runtime import assembly
 from specbranch.verify import MIXED, POINT_MASS
@@ -53,7 +54,7 @@ def interleaved(decoder) -> list[list[int]]:
     outputs: list[list[int]] = [[] for _ in requests]
     while any(len(out) < TOKENS for out in outputs):
         live = [i for i, out in enumerate(outputs) if len(out) < TOKENS]
-        proposals = {i: decoder.plan(requests[i], TOKENS - len(outputs[i])) for i in live}
+        proposals = {i: plan_alone(decoder.plan(requests[i], TOKENS - len(outputs[i]))) for i in live}
         backend = requests[0].target.backend
         logits = backend.forward([proposals[i].feed for i in live])
         for i, rows in zip(live, logits, strict=True):

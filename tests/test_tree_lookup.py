@@ -22,6 +22,7 @@ from test_exact_distribution import SAMPLINGS
 from test_lookup import COSTLY, DRAFTS, GREEDY_TARGET, LOOKUP_PROMPT, REPEATING, serial
 
 from specbranch.config import GenerationConfig, SamplingParams
+from specbranch.decoders.base import PlanClock, plan_alone
 from specbranch.decoders.tree_lookup import LookupRates, LookupTrie, build_trie
 from specbranch.decoders.tree_round import TreeRound
 from specbranch.engine import Engine
@@ -48,8 +49,8 @@ def drafted(engine: Engine, request, reach: int) -> TreeRound:
     levels) for `request` with `reach` tokens of room, whatever the round controller would
     choose."""
     decoder = engine.decoder
-    rnd = TreeRound(request, decoder.limits, reach, 0.0)
-    decoder._draft_tree(rnd, min(decoder.limits.depth, reach))
+    rnd = TreeRound(request, decoder.limits, reach, PlanClock())
+    plan_alone(decoder._draft_tree(rnd, min(decoder.limits.depth, reach)))
     return rnd
 
 

@@ -13,9 +13,12 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+import torch
+
+from specbranch.backends.base import Feed
 from specbranch.config import GenerationConfig, SpeculativeConfig
 from specbranch.decoders import Decoder
-from specbranch.decoders.base import Proposal
+from specbranch.decoders.base import PlanSteps, Proposal
 from specbranch.errors import SpecBranchError
 from specbranch.metrics import GenerationMetrics, RoundStats
 from specbranch.models import ModelPair
@@ -208,28 +211,70 @@ class Generation:
 def run_rounds(generations: list[Generation]) -> list[Chunk | Exception]:
     """One round of each generation, what it made: its chunk, or the exception that ended it.
 
-    Generations whose decoders plan their rounds (`plans_rounds`) plan, one target forward per
-    backend runs all their feeds (one batch on a backend with the `batching` capability), and
-    each settles on its own rows; the others run their rounds one after the other. Generations
-    of different engines (methods) on the same backend share its forward. A failure in one
-    generation's plan or settle ends that generation only.
+    Generations whose decoders plan their rounds (`plans_rounds`) plan in lockstep (each draft
+    forward one forward per backend over every plan's feed, `_plan_together`), one target
+    forward per backend runs all their target feeds (one batch on a backend with the `batching`
+    capability), and each settles on its own rows; the others run their rounds one after the
+    other. Generations of different engines (methods) on the same backend share its forwards.
+    A failure in one generation's plan or settle ends that generation only.
     """
     out: list = [None] * len(generations)
-    groups: dict[int, list[tuple[int, Proposal]]] = {}  # by target backend: (index, proposal)
+    plans: dict[int, PlanSteps] = {}
     for i, g in enumerate(generations):
         if not g.decoder.plans_rounds or len(generations) == 1:
             g.request.mates = 0
             out[i] = _guarded(lambda g=g: g.absorb(g.decoder.step(g.request, g.remaining)))
-            continue
-        out[i] = _guarded(lambda g=g: g.decoder.plan(g.request, g.remaining))
-        if not isinstance(out[i], Exception):
-            groups.setdefault(id(g.request.target.backend), []).append((i, out[i]))
+        else:
+            plans[i] = g.decoder.plan(g.request, g.remaining)
+    groups: dict[int, list[tuple[int, Proposal]]] = {}  # by target backend: (index, proposal)
+    for i, proposal in _plan_together(plans).items():
+        if isinstance(proposal, Exception):
+            out[i] = proposal
+        else:
+            groups.setdefault(id(generations[i].request.target.backend), []).append((i, proposal))
     for planned in groups.values():
         at = [i for i, _ in planned]
         _forward_and_settle([generations[i] for i in at], [p for _, p in planned], at, out)
         for i in at:  # for the next round's controller: how many shared this forward
             generations[i].request.mates = len(at) - 1
     return out
+
+
+def _plan_together(plans: dict[int, PlanSteps]) -> dict[int, Proposal | Exception]:
+    """Run plans in lockstep: at each step every plan still running has yielded its next draft
+    feed, and one forward per backend runs them all. Each plan's proposal, or the exception that
+    ended it (a failed forward ends the plans that fed it)."""
+    done: dict[int, Proposal | Exception] = {}
+    waiting: dict[int, Feed] = {}  # each running plan's next feed
+    for i, steps in plans.items():
+        _resume(i, steps, None, waiting, done)
+    while waiting:
+        groups: dict[int, list[int]] = {}  # by backend: the plans whose feeds run there
+        for i, feed in waiting.items():
+            groups.setdefault(id(feed.seq.backend), []).append(i)
+        for at in groups.values():
+            feeds = [waiting.pop(i) for i in at]
+            logits = _guarded(lambda feeds=feeds: feeds[0].seq.backend.forward(feeds))
+            for k, i in enumerate(at):
+                if isinstance(logits, Exception):
+                    plans[i].close()
+                    done[i] = logits
+                else:
+                    _resume(i, plans[i], logits[k], waiting, done)
+    return done
+
+
+def _resume(
+    i: int, steps: PlanSteps, logits: torch.Tensor | None, waiting: dict[int, Feed], done: dict
+) -> None:
+    """Send plan i its last feed's logits (None: start it); its next feed goes to `waiting`,
+    or its proposal (or the exception it raised) to `done`."""
+    try:
+        waiting[i] = steps.send(logits)
+    except StopIteration as finished:
+        done[i] = finished.value
+    except Exception as exc:
+        done[i] = exc
 
 
 def _forward_and_settle(

@@ -5,18 +5,81 @@ len(tokens) + a, so branches share the prefix KV instead of copying it. A forwar
 nodes passes an additive attention mask (each node sees the linear part, its ancestors and
 itself) and explicit positions; a forward of committed tokens only is a plain causal forward.
 `keep` copies the kept path's entries right after the linear part (only new positions move) and
-crops the rest. Feeds run one sequence at a time (a batch-1 cache each).
+crops the rest.
+
+A forward of several feeds is *batched*: their tokens run as one flat sequence [1, M] through
+every layer (the projections and the MLP, most of the work, once for all), and only attention
+is per feed: each feed's queries against its own sequence's cache and its own new keys
+(`batched_attention`), under its own mask. No cache is copied: each sequence's `DynamicCache`
+grows by its own feed's keys, as in a forward of that feed alone.
 """
 
 from __future__ import annotations
 
 import inspect
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
-from transformers import DynamicCache, PreTrainedModel
+from transformers import AttentionInterface, DynamicCache, PreTrainedModel
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from specbranch.backends.base import Capabilities, Feed, KVSequence
+
+BATCHED = "specbranch_batched"  # the attention implementation a batched forward runs under
+
+
+@dataclass
+class _Part:
+    """One feed's share of a batched forward: its sequence, its positions in the flat batch
+    (`span`) and its additive mask [1, 1, m, cache + m] (None: one token, which sees the whole
+    cache)."""
+
+    seq: KVSequence
+    span: slice
+    mask: torch.Tensor | None
+
+
+def batched_attention(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: object,
+    *,
+    batch_parts: list[_Part],
+    attend: object,
+    **kwargs: object,
+) -> tuple[torch.Tensor, None]:
+    """Attention of a batched forward (module docstring). query [1, H, M, D] and key/value
+    [1, Hkv, M, D] hold every feed's new positions, feed after feed; each part appends its keys
+    to its own sequence's cache and attends there with `attend`, the model's own attention
+    function (what a forward of that feed alone runs). attention_mask is unused (each part has
+    its own). Returns [1, M, H, D]."""
+    outs = []
+    for part in batch_parts:
+        k, v = part.seq.state.update(key[:, :, part.span], value[:, :, part.span], module.layer_idx)
+        out, _ = attend(module, query[:, :, part.span], k, v, part.mask, **kwargs)  # [1, m, H, D]
+        outs.append(out)
+    return torch.cat(outs, dim=1), None
+
+
+AttentionInterface.register(BATCHED, batched_attention)
+
+
+@contextmanager
+def _attention(model: PreTrainedModel, implementation: str) -> Iterator[None]:
+    """Run the model under another attention implementation for the duration."""
+    config = model.config
+    original = config._attn_implementation
+    config._attn_implementation = implementation
+    try:
+        yield
+    finally:
+        config._attn_implementation = original
 
 
 def cache_keyword(model: PreTrainedModel) -> str:
@@ -29,7 +92,7 @@ class TorchBackend:
 
     name = "torch"
     capabilities = Capabilities(
-        batching=False, trees=True, hidden_states=True, processes=True, devices=("cpu", "cuda")
+        batching=True, trees=True, hidden_states=True, processes=True, devices=("cpu", "cuda")
     )
 
     def __init__(self, model: PreTrainedModel, vocab_size: int) -> None:
@@ -44,7 +107,7 @@ class TorchBackend:
 
     @torch.inference_mode()
     def forward(self, feeds: list[Feed]) -> list[torch.Tensor]:
-        return [self._run(feed) for feed in feeds]
+        return [self._run(feeds[0])] if len(feeds) == 1 else self._run_batched(feeds)
 
     def _run(self, feed: Feed) -> torch.Tensor:
         """One timed forward of one feed; its logits [rows, V]."""
@@ -70,6 +133,46 @@ class TorchBackend:
             torch.cuda.synchronize(self.device)
         seq.record(feed, time.perf_counter() - start)
         return logits
+
+    def _run_batched(self, feeds: list[Feed]) -> list[torch.Tensor]:
+        """One timed forward of several feeds as one flat sequence (module docstring); each
+        feed's logits [rows, V]."""
+        start = time.perf_counter()
+        parts, ids, positions, rows = [], [], [], []
+        for feed in feeds:
+            extra = self._tree_inputs(feed)
+            m = len(feed.tail) + len(feed.nodes)
+            mask = extra["attention_mask"] if m > 1 else None
+            parts.append(_Part(feed.seq, slice(len(ids), len(ids) + m), mask))
+            ids += feed.tail + feed.nodes
+            positions.append(extra["position_ids"])
+            rows += range(len(ids) - feed.rows, len(ids))
+        capture = max(feed.seq.capture_layers for feed in feeds)
+        config = self.model.config
+        attend = ALL_ATTENTION_FUNCTIONS.get_interface(config._attn_implementation, sdpa_attention_forward)
+        layer_types = set(getattr(config, "layer_types", None) or ["full_attention"])
+        with _attention(self.model, BATCHED):
+            out = self.model(
+                input_ids=torch.tensor([ids], dtype=torch.long, device=self.device),  # [1, M]
+                position_ids=torch.cat(positions, dim=1),  # [1, M]
+                attention_mask=dict.fromkeys(layer_types),  # no model-wide mask: each part has its own
+                use_cache=False,
+                output_hidden_states=capture > 0,
+                logits_to_keep=torch.tensor(rows, device=self.device),
+                batch_parts=parts,
+                attend=attend,
+            )
+        logits = out.logits[0, :, : self.vocab_size].split([feed.rows for feed in feeds])  # [rows, V] each
+        for feed, part in zip(feeds, parts, strict=True):
+            if k := feed.seq.capture_layers:  # [K * hidden] at the feed's last position
+                last = [h[0, part.span.stop - 1] for h in out.hidden_states[-k:]]
+                feed.seq.last_hidden = torch.cat(last).float()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        seconds = time.perf_counter() - start
+        for feed in feeds:
+            feed.seq.record(feed, seconds, len(ids))
+        return list(logits)
 
     def _tree_inputs(self, feed: Feed) -> dict[str, torch.Tensor]:
         """The additive attention mask [1, 1, m, cache + m] and positions [1, m] of a feed with

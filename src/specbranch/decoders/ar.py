@@ -12,7 +12,7 @@ import torch
 
 from specbranch.backends.base import Backend, Feed, KVSequence
 from specbranch.config import SamplingParams
-from specbranch.decoders.base import Request, SerialDecoder
+from specbranch.decoders.base import PlanSteps, Request, SerialDecoder
 from specbranch.metrics import TARGET, RoundStats
 from specbranch.sampling import process_logits, sample
 
@@ -33,7 +33,8 @@ class AutoregressiveDecoder(SerialDecoder):
     def start(self, prompt_ids: list[int], sampling: SamplingParams, seed: int) -> Request:
         return Request(prompt_ids, sampling, seed, KVSequence(self.target))
 
-    def plan(self, request: Request, budget: int) -> ARProposal:
+    def plan(self, request: Request, budget: int) -> PlanSteps:
+        yield from ()  # no draft forward
         return ARProposal(request.target.linear_feed(request.seq, 1))
 
     def settle(self, request: Request, proposal: ARProposal, logits: torch.Tensor) -> RoundStats:

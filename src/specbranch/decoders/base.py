@@ -11,10 +11,14 @@ budget, then asks the decoder to `report` what only it knows.
 
 The serial methods (ar, sd, lookup, serial SpecBranch) split a round in three (`RoundDecoder`):
 
-  1. `plan(request, budget) -> Proposal`: everything before verification (lookup, drafting, the
-     tree's shape) and the target feed the round needs (its tokens, tree and rows);
-  2. the target forward, run by the caller (`run_round`: this request alone; a batch of
-     requests' feeds would run as one forward);
+  1. `plan(request, budget) -> PlanSteps`: everything before verification (lookup, drafting,
+     the tree's shape) and the target feed the round needs (its tokens, tree and rows). A plan
+     is a generator: it yields the feed of each draft forward it needs, is sent back that
+     feed's logits, and returns the `Proposal`. The caller runs the draft forwards: alone
+     (`plan_alone`), or one forward over several requests' feeds (`engine.run_rounds` runs
+     their plans in lockstep);
+  2. the target forward, run by the caller (`run_round`: this request alone; `engine.run_rounds`:
+     one forward over several requests' feeds);
   3. `settle(request, proposal, logits) -> RoundStats`: verify, commit, keep the accepted KV,
      learn.
 
@@ -25,6 +29,7 @@ planned and settled interleaved.
 from __future__ import annotations
 
 import time
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -96,25 +101,62 @@ class Proposal(Protocol):
     feed: Feed
 
 
+# A round's plan as it runs (module docstring): it yields draft feeds, is sent their logits
+# ([rows, V] each) and returns the proposal.
+PlanSteps = Generator[Feed, torch.Tensor, Proposal]
+
+
 class RoundDecoder(Protocol):
     """A serial method's round in three steps (module docstring)."""
 
-    def plan(self, request: Request, budget: int) -> Proposal: ...
+    def plan(self, request: Request, budget: int) -> PlanSteps: ...
 
     def settle(self, request: Request, proposal: Proposal, logits: torch.Tensor) -> RoundStats: ...
 
 
+def plan_alone(steps: PlanSteps) -> Proposal:
+    """Run a plan, each of its draft forwards alone; the proposal."""
+    logits = None
+    while True:
+        try:
+            feed = steps.send(logits)
+        except StopIteration as done:
+            return done.value
+        logits = feed.seq.backend.forward([feed])[0]
+
+
 def run_round(decoder: RoundDecoder, request: Request, budget: int) -> RoundStats:
     """One round of one request: plan, the target forward, settle."""
-    proposal = decoder.plan(request, budget)
+    proposal = plan_alone(decoder.plan(request, budget))
     logits = request.target.backend.forward([proposal.feed])[0]
     return decoder.settle(request, proposal, logits)
 
 
+class PlanClock:
+    """A plan's own wall time: since it began, less what other requests' plans took while it
+    waited for a draft forward it shared with them (plans run in lockstep, `engine.run_rounds`);
+    the shared forward itself counts whole, as the target's does in `own_seconds`."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.elsewhere = 0.0
+
+    def seconds(self) -> float:
+        return time.perf_counter() - self.started - self.elsewhere
+
+    def forward(self, feed: Feed) -> Generator[Feed, torch.Tensor, torch.Tensor]:
+        """A draft forward of the plan (`logits = yield from clock.forward(feed)`): the feed's
+        logits [rows, V], whoever ran it."""
+        paused = time.perf_counter()
+        logits = yield feed
+        self.elsewhere += max(0.0, time.perf_counter() - paused - feed.seq.last_feed[1])
+        return logits
+
+
 def own_seconds(planned: float, request: Request, settle_started: float) -> float:
-    """A round's own wall time: its planning (`planned` seconds), its target forward (the whole
-    forward's, when requests share one) and its settling so far, not what other requests'
-    rounds took between its plan and its settle."""
+    """A round's own wall time: its planning (`planned` seconds, `PlanClock`), its target
+    forward (the whole forward's, when requests share one) and its settling so far, not what
+    other requests' rounds took between its plan and its settle."""
     return planned + request.target.last_feed[1] + time.perf_counter() - settle_started
 
 

@@ -28,7 +28,7 @@ import torch
 
 from specbranch.backends.base import Backend, Feed, KVSequence
 from specbranch.config import SamplingParams
-from specbranch.decoders.base import Request, SerialDecoder, room
+from specbranch.decoders.base import PlanSteps, Request, SerialDecoder, room
 from specbranch.decoders.proposer import Proposer
 from specbranch.metrics import LOOKUP, RoundStats
 from specbranch.sampling import process_logits
@@ -119,7 +119,8 @@ class LookupDecoder(SerialDecoder):
     def start(self, prompt_ids: list[int], sampling: SamplingParams, seed: int) -> Request:
         return Request(prompt_ids, sampling, seed, KVSequence(self.target))
 
-    def plan(self, request: Request, budget: int) -> LookupProposal:
+    def plan(self, request: Request, budget: int) -> PlanSteps:
+        yield from ()  # no draft forward
         n = min(NUM_TOKENS, room(request, budget, self.max_length))
         found = self.proposer.continuations(request.seq, n, 1)
         tokens = found[0] if found else []

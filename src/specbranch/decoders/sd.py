@@ -21,13 +21,14 @@ One round, serially:
 from __future__ import annotations
 
 import time
+from collections.abc import Generator
 from dataclasses import dataclass, field
 
 import torch
 
 from specbranch.backends.base import Backend, Feed, KVSequence
 from specbranch.config import SamplingParams, SpeculativeConfig
-from specbranch.decoders.base import Request, SerialDecoder, own_seconds, room
+from specbranch.decoders.base import PlanClock, PlanSteps, Request, SerialDecoder, own_seconds, room
 from specbranch.decoders.lookup import NUM_TOKENS, PROMPT_LOOKUP, matches
 from specbranch.decoders.proposer import Proposer
 from specbranch.estimators import AcceptanceRate
@@ -89,9 +90,9 @@ class SpeculativeDecoder(SerialDecoder):
     def sampled_drafts(self) -> bool:
         return self.spec.draft_sampling == "sample"
 
-    def plan(self, request: SDRequest, budget: int) -> SDProposal:
+    def plan(self, request: SDRequest, budget: int) -> PlanSteps:
         """Steps 0 and 1, and the target feed of step 2."""
-        started, seq = time.perf_counter(), request.seq
+        clock, seq = PlanClock(), request.seq
         n = room(request, budget, self.max_length)
         found = self.proposer.continuations(seq, NUM_TOKENS, 1) if self.lookup != "off" else []
         candidates = found[0] if found else []
@@ -99,10 +100,10 @@ class SpeculativeDecoder(SerialDecoder):
         fixed = len(tokens)
         q_rows: list[torch.Tensor] = []
         if not tokens or tokens[-1] not in self.eos_ids:
-            self._draft(request, tokens, q_rows, min(self.policy.max_length(), n) - fixed)
+            yield from self._draft(request, tokens, q_rows, min(self.policy.max_length(), n) - fixed, clock)
         feed = request.target.linear_feed(seq + tokens, len(tokens) + 1)
         q_rows = [row.to(request.target.device) for row in q_rows]  # verified beside p
-        return SDProposal(feed, tokens, fixed, q_rows, candidates, time.perf_counter() - started)
+        return SDProposal(feed, tokens, fixed, q_rows, candidates, clock.seconds())
 
     def settle(self, request: SDRequest, proposal: SDProposal, logits: torch.Tensor) -> RoundStats:
         """Steps 3 and 4."""
@@ -136,10 +137,13 @@ class SpeculativeDecoder(SerialDecoder):
         ends = [i for i, t in enumerate(candidates) if t in self.eos_ids]
         return candidates[: ends[0] + 1] if ends else list(candidates)
 
-    def _draft(self, request: SDRequest, tokens: list[int], q_rows: list, gamma: int) -> None:
-        """Step 1: append up to gamma draft tokens (and the distributions they were drawn from)."""
+    def _draft(
+        self, request: SDRequest, tokens: list[int], q_rows: list, gamma: int, clock: PlanClock
+    ) -> Generator[Feed, torch.Tensor, None]:
+        """Step 1: append up to gamma draft tokens (and the distributions they were drawn from),
+        a draft forward each."""
         for i in range(gamma):
-            logits = request.draft.logits_for(request.seq + tokens, 1)  # [1, V]
+            logits = yield from clock.forward(request.draft.linear_feed(request.seq + tokens, 1))  # [1, V]
             if i > 0 and not self.policy.keep(logits.float().softmax(-1))[0]:
                 break
             q = process_logits(logits[0], request.sampling)  # [V]

@@ -40,14 +40,15 @@ the target's (greedy: token for token; sampled: in distribution).
 from __future__ import annotations
 
 import time
+from collections.abc import Generator
 from dataclasses import replace
 
 import torch
 
-from specbranch.backends.base import Backend, KVSequence
+from specbranch.backends.base import Backend, Feed, KVSequence
 from specbranch.config import SamplingParams
 from specbranch.costs import Beside, CorrectedCurve, best_prefix
-from specbranch.decoders.base import SerialDecoder, own_seconds, room
+from specbranch.decoders.base import PlanClock, PlanSteps, SerialDecoder, own_seconds, room
 from specbranch.decoders.lookup import PROMPT_LOOKUP
 from specbranch.decoders.proposer import Proposer
 from specbranch.decoders.tree_control import DRAFT, PLAIN, RoundChoice, choose
@@ -105,13 +106,13 @@ class TreeDecoder(SerialDecoder):
         request.depth_accepted = [0] * (self.limits.depth + 1)
         return request
 
-    def plan(self, request: TreeRequest, budget: int) -> TreeRound:
+    def plan(self, request: TreeRequest, budget: int) -> PlanSteps:
         """The controller's choice, then steps 0-2 for a draft round (lookup's nodes that pay,
         then the draft's children level by level, at most D levels, no node past the reach) or
         the copied candidates of a lookup round (none: a plain round), and the target feed."""
         # The walk commits one token past its path; no position may pass the context window.
         limits = self._limits(request)
-        rnd = TreeRound(request, limits, room(request, budget, self.max_length), time.perf_counter())
+        rnd = TreeRound(request, limits, room(request, budget, self.max_length), PlanClock())
         depth = min(limits.depth, rnd.reach)
         if self.policy is not None:
             depth = min(depth, self.policy.max_length())
@@ -119,14 +120,14 @@ class TreeDecoder(SerialDecoder):
         rnd.mode = choice.mode
         request.since_plain = 0 if choice.mode == PLAIN else request.since_plain + 1
         if choice.mode == DRAFT:
-            self._draft_tree(rnd, depth)
+            yield from self._draft_tree(rnd, depth)
         else:
             self._copy(rnd, choice)
         if rnd.tree.q is not None:  # verified beside the target's rows
             rnd.tree.q = [row.to(request.target.device) if row is not None else None for row in rnd.tree.q]
         rnd.modelled = rnd.so_far()[1]
         rnd.feed = request.target.tree_feed(request.seq, rnd.tree)
-        rnd.planned = time.perf_counter() - rnd.started
+        rnd.planned = rnd.clock.seconds()
         return rnd
 
     def _limits(self, request: TreeRequest) -> TreeLimits:
@@ -167,11 +168,13 @@ class TreeDecoder(SerialDecoder):
             rnd.append(node, drafted=False, lookup=True)
         rnd.shown.append(LookupTrie(-1, [], [], rnd.chain))  # the gate learns from the continuation
 
-    def _draft_tree(self, rnd: TreeRound, depth: int) -> None:
-        """Steps 0 and 1 (module docstring): the draft's tree with lookup's nodes."""
+    def _draft_tree(self, rnd: TreeRound, depth: int) -> Generator[Feed, torch.Tensor, None]:
+        """Steps 0 and 1 (module docstring): the draft's tree with lookup's nodes, a draft
+        forward per level."""
         seq, draft = rnd.request.seq, rnd.request.draft
         trie = self._lookup_trie(rnd, -1, 1)
-        logits = draft.logits_for_tree(seq, trie.as_tree()) if trie.tokens else draft.logits_for(seq, 1)
+        first_feed = draft.tree_feed(seq, trie.as_tree()) if trie.tokens else draft.linear_feed(seq, 1)
+        logits = yield from rnd.clock.forward(first_feed)
         rnd.draft_timings.append(draft.last_feed)
         frontier, logits, raw = self._hang(rnd, trie, [-1], logits, 0)
         for level in range(depth):
@@ -182,7 +185,8 @@ class TreeDecoder(SerialDecoder):
             # Where the draft leaves a copied span it may soon rejoin it: look up again there.
             trie = self._lookup_trie(rnd, max(frontier, key=lambda j: rnd.value[j]), len(frontier))
             first = len(draft.parents)  # the draft node id of the level's first node
-            logits = draft.grow(*feed(rnd.tree, frontier, trie, rnd.slots, first))  # [m + L, V]
+            nodes, parents = feed(rnd.tree, frontier, trie, rnd.slots, first)
+            logits = yield from rnd.clock.forward(Feed(draft, [], nodes, parents, len(nodes)))  # [m + L, V]
             rnd.draft_timings.append(draft.last_feed)
             rnd.slots.update({j: first + i for i, j in enumerate(frontier)})
             frontier, logits, raw = self._hang(rnd, trie, frontier, logits, first + len(frontier))

@@ -97,7 +97,7 @@ def score(
 def feed(
     tree: TokenTree, frontier: list[int], trie: LookupTrie, slots: dict[int, int], first: int
 ) -> tuple[list[int], list[int]]:
-    """`KVSequence.grow`'s arguments for one draft forward over a level's new nodes and then a
+    """The nodes and parents of one draft forward's `Feed` over a level's new nodes and then a
     trie under one of them: the tokens, and each one's parent among the draft's tree nodes
     (`slots`: the draft's node id of every tree node fed before; the level's nodes take ids from
     `first` on, the trie's nodes the ids after them)."""

@@ -20,7 +20,7 @@ import torch
 
 from specbranch.backends.base import Feed
 from specbranch.costs import Curve
-from specbranch.decoders.base import Request
+from specbranch.decoders.base import PlanClock, Request
 from specbranch.decoders.tree_control import DraftRounds
 from specbranch.decoders.tree_lookup import LookupRates, LookupTrie
 from specbranch.estimators import Calibration
@@ -85,12 +85,12 @@ class Candidate:
 @dataclass
 class TreeRound:
     """A tree round in progress (module docstring); `reach`: no node deeper than this;
-    `started`: when planning began, `planned`: the seconds it took."""
+    `clock`: the planning's own time, `planned`: the seconds it took."""
 
     request: TreeRequest
     limits: TreeLimits
     reach: int
-    started: float
+    clock: PlanClock
     tree: TokenTree = field(init=False)
     value: list[float] = field(default_factory=list)
     q: list[float] = field(default_factory=list)
