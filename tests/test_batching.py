@@ -1,18 +1,21 @@
 """Batched rounds (`engine.run_rounds`) and continuous batching in the server.
 
-- Float64 tiny models on the torch backend (a round's feeds run one after the other there): a
-  request's tokens in a batch equal its tokens alone, token for token, greedy and sampled (same
-  seed; with each method's exact-distribution tests this carries their proof over to batched
-  requests), while its batch mates use other methods, lengths, temperatures, top-k
-  and top-p; the rounds really ran batched (counted). A sampled tree is the exception: its
-  shape follows its mates' share of the round, so only its distribution is the same (next).
+- Float64 tiny models on the torch backend (one forward runs every request's feed: flat tokens,
+  attention per sequence on its own cache): a request's tokens in a batch equal its tokens
+  alone, token for token, greedy and sampled (same seed; with each method's exact-distribution
+  tests this carries their proof over to batched requests), while its batch mates use other
+  methods, lengths, temperatures, top-k and top-p; the target forwards and the draft forwards
+  really ran batched (counted: mates' sequences booked the same forward). A sampled tree is the
+  exception: its shape follows its mates' share of the round, so only its distribution is the
+  same (next).
 - A mate that leaves mid-way (cancelled: dropped between rounds) or whose round fails (its
   proposer raises) leaves the others' tokens unchanged, and the failure is that mate's alone.
-- On llama.cpp (tiny GGUF pair), where one `llama_decode` runs every request's tokens and the
-  logits depend on the batch's shape: a sampled SpecBranch request decoded beside a greedy mate
-  fits the target's distribution (chi-square at alpha 1e-3, power >= 0.9 against a total
-  variation of 0.08 on its first two tokens: `stats.detectable_tv`), and every one of its
-  rounds ran in a forward of more tokens than its own.
+- On both backends (tiny pairs: float64 torch, GGUF on llama.cpp, where one `llama_decode` runs
+  every request's tokens and the logits depend on the batch's shape): a sampled SpecBranch
+  request decoded beside a greedy mate fits the target's distribution (chi-square at alpha
+  1e-3, power >= 0.9 against a total variation of 0.08 on its first two tokens:
+  `stats.detectable_tv`), and every one of its rounds ran in a forward of more tokens than its
+  own.
 - A request is admitted only while llama.cpp's context cells hold it beside the running ones.
 - The server: concurrent streaming clients are decoded together (mean batch size > 1) and each
   gets the library's answer; `--max-batch 1` decodes them one at a time.
@@ -72,23 +75,45 @@ def begin(engine_by_key: dict[str, Engine], mate: tuple) -> Generation:
     return engine.begin(prompt, GenerationConfig(n, sampling, seed, ignore_eos=True))
 
 
-def decode_together(generations: list[Generation], leave: dict | None = None) -> tuple[list, int]:
+def decode_together(generations: list[Generation], leave: dict | None = None) -> tuple[list, Counter]:
     """Rounds of every live generation together until each has finished, failed or left (leave:
     generation index -> the round before which it is dropped); (tokens or the exception that
-    ended each, rounds run with more than one generation)."""
+    ended each, counts of rounds: "batched" with more than one generation, "target" / "draft"
+    where two generations' sequences booked one forward, "drafting mates" after which some
+    request knew mates had drafted beside it)."""
     out: list = [None] * len(generations)
-    live, batched, round_no = list(range(len(generations))), 0, 0
+    live, counts, round_no = list(range(len(generations))), Counter(), 0
     while live:
         live = [i for i in live if (leave or {}).get(i) != round_no]
         if not live:
             break
-        batched += len(live) > 1
+        counts["batched"] += len(live) > 1
+        before = [sequence_forwards(generations[i]) for i in live]
         for i, made in zip(live, run_rounds([generations[i] for i in live]), strict=True):
             if isinstance(made, Exception) or made.result is not None:
                 out[i] = made if isinstance(made, Exception) else made.result.token_ids
+        for side in ("target", "draft"):
+            counts[side] += shared_a_forward([generations[i] for i in live], before, side)
+        counts["drafting mates"] += any(generations[i].request.drafting_mates for i in live)
         live = [i for i in live if out[i] is None]
         round_no += 1
-    return out, batched
+    return out, counts
+
+
+def sequence_forwards(generation: Generation) -> dict[str, int]:
+    request = generation.request
+    return {"target": request.target.forwards, "draft": request.draft.forwards if request.draft else 0}
+
+
+def shared_a_forward(generations: list[Generation], before: list[dict], side: str) -> bool:
+    """Whether two of the generations ran a forward on `side` this round whose booking (tokens
+    of the whole forward, its seconds) is the same: one forward ran both their feeds."""
+    bookings = [
+        getattr(g.request, side).last_feed
+        for g, was in zip(generations, before, strict=True)
+        if sequence_forwards(g)[side] > was[side]
+    ]
+    return len(set(bookings)) < len(bookings)
 
 
 def alone(engine_by_key: dict[str, Engine], mate: tuple) -> list[int]:
@@ -108,11 +133,14 @@ def test_each_request_in_a_batch_gets_the_tokens_it_gets_alone():
     made = engines(PAIR)
     expected = [alone(made, mate) for mate in MATES]
     generations = [begin(made, mate) for mate in MATES]
-    got, batched = decode_together(generations)
+    got, counts = decode_together(generations)
     for mate, tokens, wanted in zip(MATES, got, expected, strict=True):
         assert len(tokens) == mate[3]
         assert shaped_by_mates(mate) or tokens == wanted, mate
-    assert batched >= 5  # every round while two or more were live shared the forward
+    assert counts["batched"] >= 5
+    assert counts["target"] == counts["batched"]  # every such round shared its target forward
+    assert counts["draft"] >= 3  # and drafting mates shared their draft forwards
+    assert counts["drafting mates"] >= 3  # which the controller then prices as shared (`Share`)
 
 
 def test_a_mate_that_leaves_or_fails_leaves_the_others_unchanged():
@@ -150,15 +178,23 @@ def gguf_pair(tmp_path_factory) -> ModelPair:
     return ModelPair.from_models(target, draft)
 
 
+@pytest.fixture(scope="module")
+def torch_pair() -> ModelPair:
+    target = tiny_model(vocab=8, seed=2, init=0.4)
+    return make_pair(target, perturbed(target, 0.05, seed=3))
+
+
 N = 2000
 
 
-def test_a_sampled_request_batched_on_llamacpp_keeps_the_targets_distribution(gguf_pair):
+@pytest.mark.parametrize("backend", ["torch_pair", "gguf_pair"])
+def test_a_sampled_request_batched_keeps_the_targets_distribution(backend, request):
     from test_llamacpp_backend import target_distribution
 
+    pair = request.getfixturevalue(backend)
     sampling, prompt = SamplingParams(0.9, top_k=6), [1, 2, 3, 1, 2]
-    tree = Engine(gguf_pair, "specbranch", SpeculativeConfig(), **SERIAL_TREE, lookup="on")
-    mate = Engine(gguf_pair, "ar")
+    tree = Engine(pair, "specbranch", SpeculativeConfig(), **SERIAL_TREE, lookup="on")
+    mate = Engine(pair, "ar")
     outputs, shared, rounds = Counter(), 0, 0
     for seed in range(N):
         config = GenerationConfig(2, sampling, seed, ignore_eos=True)
@@ -170,7 +206,7 @@ def test_a_sampled_request_batched_on_llamacpp_keeps_the_targets_distribution(gg
             rounds += 1  # one forward ran both: both sequences booked its tokens and seconds
             shared += generation.request.target.last_feed == other.request.target.last_feed
         outputs[tuple(generation.new)] += 1
-    expected = target_distribution(gguf_pair, prompt, 2, sampling)
+    expected = target_distribution(pair, prompt, 2, sampling)
     cells = sum(p * N >= 5 for p in expected.values()) + 1
     assert detectable_tv(N, cells) <= 0.08
     assert chi_square_pvalue(outputs, expected, N) > 1e-3

@@ -22,6 +22,7 @@ from specbranch.costs import (
     CorrectedCurve,
     CostCurve,
     Placement,
+    Share,
     best_prefix,
     chain_tokens,
     choose_execution,
@@ -51,6 +52,13 @@ def test_a_curve_interpolates_and_extends_its_last_slope():
     assert curve.seconds(6) == pytest.approx(2.75)
     assert curve.seconds(12) == pytest.approx(3.5)
     assert CostCurve.from_list(curve.to_list()) == curve
+
+
+def test_a_shared_forward_costs_each_sharer_its_share_of_the_wider_forward():
+    curve = CostCurve(((1, 1.0), (4, 2.5), (8, 3.0)))
+    assert Share(curve, 4).seconds(1) == pytest.approx(2.5 / 4)  # 4 one-token feeds in one forward
+    assert Share(curve, 2).seconds(4) == pytest.approx(3.0 / 2)
+    assert Share(curve, 1).seconds(2) == curve.seconds(2)
 
 
 @pytest.mark.parametrize("points", [(), ((0, 1.0),), ((2, 1.0), (1, 1.0)), ((1, 0.0),), ((1, 1.0), (1, 2.0))])

@@ -50,6 +50,19 @@ class Beside:
 
 
 @dataclass(frozen=True)
+class Share:
+    """One request's share of a forward that `sharers` requests ride in with feeds as wide as
+    its own: curve(sharers * n) / sharers. A draft level when drafting requests plan in lockstep
+    (`engine.run_rounds`: one draft forward per level over all their frontiers)."""
+
+    curve: Curve
+    sharers: int
+
+    def seconds(self, n: float) -> float:
+        return self.curve.seconds(self.sharers * n) / self.sharers
+
+
+@dataclass(frozen=True)
 class CostCurve:
     """Seconds of one forward over n new tokens: `points` are measured (n, seconds), n rising."""
 

@@ -222,12 +222,13 @@ def run_rounds(generations: list[Generation]) -> list[Chunk | Exception]:
     plans: dict[int, PlanSteps] = {}
     for i, g in enumerate(generations):
         if not g.decoder.plans_rounds or len(generations) == 1:
-            g.request.mates = 0
+            g.request.mates = g.request.drafting_mates = 0
             out[i] = _guarded(lambda g=g: g.absorb(g.decoder.step(g.request, g.remaining)))
         else:
             plans[i] = g.decoder.plan(g.request, g.remaining)
     groups: dict[int, list[tuple[int, Proposal]]] = {}  # by target backend: (index, proposal)
-    for i, proposal in _plan_together(plans).items():
+    proposals, drafted = _plan_together(plans)
+    for i, proposal in proposals.items():
         if isinstance(proposal, Exception):
             out[i] = proposal
         else:
@@ -235,23 +236,29 @@ def run_rounds(generations: list[Generation]) -> list[Chunk | Exception]:
     for planned in groups.values():
         at = [i for i, _ in planned]
         _forward_and_settle([generations[i] for i in at], [p for _, p in planned], at, out)
-        for i in at:  # for the next round's controller: how many shared this forward
-            generations[i].request.mates = len(at) - 1
+        for i in at:  # for the next round's controller: how many shared its forwards
+            request = generations[i].request
+            request.mates = len(at) - 1
+            backend = id(request.draft.backend) if request.draft else None
+            request.drafting_mates = sum(drafted.get(j) == backend for j in at if j != i)
     return out
 
 
-def _plan_together(plans: dict[int, PlanSteps]) -> dict[int, Proposal | Exception]:
+def _plan_together(plans: dict[int, PlanSteps]) -> tuple[dict[int, Proposal | Exception], dict[int, int]]:
     """Run plans in lockstep: at each step every plan still running has yielded its next draft
     feed, and one forward per backend runs them all. Each plan's proposal, or the exception that
-    ended it (a failed forward ends the plans that fed it)."""
+    ended it (a failed forward ends the plans that fed it); and for each plan that ran draft
+    forwards, the id of their backend."""
     done: dict[int, Proposal | Exception] = {}
     waiting: dict[int, Feed] = {}  # each running plan's next feed
+    drafted: dict[int, int] = {}
     for i, steps in plans.items():
         _resume(i, steps, None, waiting, done)
     while waiting:
         groups: dict[int, list[int]] = {}  # by backend: the plans whose feeds run there
         for i, feed in waiting.items():
-            groups.setdefault(id(feed.seq.backend), []).append(i)
+            drafted[i] = id(feed.seq.backend)
+            groups.setdefault(drafted[i], []).append(i)
         for at in groups.values():
             feeds = [waiting.pop(i) for i in at]
             logits = _guarded(lambda feeds=feeds: feeds[0].seq.backend.forward(feeds))
@@ -261,7 +268,7 @@ def _plan_together(plans: dict[int, PlanSteps]) -> dict[int, Proposal | Exceptio
                     done[i] = logits
                 else:
                     _resume(i, plans[i], logits[k], waiting, done)
-    return done
+    return done, drafted
 
 
 def _resume(

@@ -46,9 +46,10 @@ class Request:
     """One generation in flight (module docstring): `seq` the committed tokens (prompt, then
     every round's), `target` / `draft` its KV sequences, one generator per purpose on the device
     whose rows it draws from (verification: the target's; drafting: the draft's); `mates`, how
-    many requests shared its last round's target forward (`engine.run_rounds`; 0 alone). The tree
-    controller prices its rounds beside that many plain mates (ALGORITHM.md, "Batched
-    rounds")."""
+    many requests shared its last round's target forward (`engine.run_rounds`; 0 alone), and
+    `drafting_mates`, how many of them ran draft forwards on its draft's backend (which its own
+    draft levels share). The tree controller prices its rounds beside them (ALGORITHM.md,
+    "Batched rounds")."""
 
     prompt_ids: list[int]
     sampling: SamplingParams
@@ -57,6 +58,7 @@ class Request:
     draft: KVSequence | None = None
     seq: list[int] = field(init=False)
     mates: int = field(init=False, default=0)
+    drafting_mates: int = field(init=False, default=0)
     verify_gen: torch.Generator = field(init=False)
     draft_gen: torch.Generator | None = field(init=False)
 

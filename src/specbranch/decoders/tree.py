@@ -47,7 +47,7 @@ import torch
 
 from specbranch.backends.base import Backend, Feed, KVSequence
 from specbranch.config import SamplingParams
-from specbranch.costs import Beside, CorrectedCurve, best_prefix
+from specbranch.costs import Beside, CorrectedCurve, Share, best_prefix
 from specbranch.decoders.base import PlanClock, PlanSteps, SerialDecoder, own_seconds, room
 from specbranch.decoders.lookup import PROMPT_LOOKUP
 from specbranch.decoders.proposer import Proposer
@@ -141,6 +141,8 @@ class TreeDecoder(SerialDecoder):
         if request.mates and limits.target is not None:  # the round waits for the mates' tokens too
             shared = request.target.backend.capabilities.batching
             limits = replace(limits, target=Beside(limits.target, request.mates, shared))
+        if request.drafting_mates and limits.draft is not None:  # its draft levels ride in theirs
+            limits = replace(limits, draft=Share(limits.draft, 1 + request.drafting_mates))
         return limits
 
     def _choose(self, rnd: TreeRound, depth: int) -> RoundChoice:
