@@ -134,7 +134,8 @@ class TreeDecoder(SerialDecoder):
         """The round's limits: with the curves as corrected by timed forwards at greedy decoding
         (whose output no tree shape changes); a sampled request's trees depend on its seed and
         the probed curves alone, so the same seed gives the same text (in a batch, the number of
-        its mates shapes them too); the target's curve beside the mates' tokens."""
+        its mates shapes them too); the target's curve beside the mates' tokens, the draft's as
+        its share of the levels it rides in with its drafting mates."""
         limits = self.limits
         if self.corrected is not None and request.sampling.greedy:
             limits = replace(limits, target=self.corrected[0], draft=self.corrected[1])

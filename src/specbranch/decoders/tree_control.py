@@ -27,11 +27,13 @@ In a batch of m mates, every rate is the batch's with the mates priced as plain 
 token each): (m + tokens) / (the round's own seconds + T'(n) + o), T'(n) the target's time for
 the mates' tokens and its own (`costs.Beside`: T(m + n) where the backend runs them in one
 forward, m T(1) + T(n) where it runs the feeds in turn). Width then costs what it adds to a
-forward that is m wide already, and a draft forward what the whole batch waits for it; judged
-against plain mates, a round speculates only where that beats a batch of plain decoding (the
-mates' own speculation is theirs to justify the same way: pricing against what they happen to
-spend would let everyone's draft make everyone else's look cheap).
-Alone, m = 0 and the rates are the request's own.
+forward that is m wide already; judged against plain mates, a round speculates only where that
+beats a batch of plain decoding (the mates' own width is theirs to justify the same way: pricing
+against what they happen to spend would let everyone's tree make everyone else's look cheap).
+A draft level is one forward over every drafting request's frontier (plans run in lockstep), so
+with d mates that drafted in the last round it costs its share, D((d + 1) n) / (d + 1)
+(`costs.Share`, applied by the caller to `draft`).
+Alone, m = d = 0 and the rates are the request's own.
 
 The round takes the highest rate; ties go to the cheaper mode (plain, then lookup). So where
 neither the draft nor copying pays (a draft that costs half a target step, width that is far
