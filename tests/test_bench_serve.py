@@ -8,10 +8,12 @@ import json
 import pytest
 from helpers import char_tokenizer, save_tiny_model_dir
 from test_server import CHAT_TEMPLATE
+from test_tree_decoder import WIDE
 
 from specbranch.cli import main
 from specbranch.cli.bench_serve import interleave
 from specbranch.datasets import BenchPrompt
+from specbranch.runtime import assembly
 
 
 @pytest.fixture(scope="module")
@@ -25,27 +27,32 @@ def folders(tmp_path_factory):
     return paths
 
 
-def test_bench_serve_reports_every_configuration(folders, tmp_path, capsys):
+def test_bench_serve_reports_every_configuration(folders, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(assembly, "placement_costs", lambda pair, *threads: WIDE)
     target, draft = folders
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text("".join(json.dumps({"prompt": t}) + "\n" for t in ("hello", "the cat", "a b c")))
     out = tmp_path / "out"
     argv = ["bench-serve", "--target", target, "--draft", draft, "--draft-quantize", "none",
-            "--methods", "ar", "sd:gamma=3", "--concurrency", "1", "3", "--max-batch", "auto", "1",
+            "--methods", "ar", "specbranch:execution=serial", "--concurrency", "1", "3",
+            "--max-batch", "auto", "1",
             "--requests-per-client", "1", "--max-tokens", "6", "--prompts-file", str(prompts),
             "--no-progress", "--out", str(out)]
     assert main(argv) == 0
     rows = json.loads((out / "results.json").read_text())["rows"]
     assert [(r["method"], r["setting"], r["concurrency"]) for r in rows] == [
-        (m, s, c) for m in ("ar", "sd:gamma=3") for s in ("auto", "1") for c in (1, 3)
+        (m, s, c) for m in ("ar", "specbranch:execution=serial") for s in ("auto", "1") for c in (1, 3)
     ]
     for row in rows:
         assert row["requests"] == row["concurrency"] and row["completion_tokens"] > 0
         assert row["aggregate_tokens_per_second"] > 0 and 0 < row["ttft_p50"] <= row["ttft_p95"]
         assert row["max_batch"] == (row["concurrency"] if row["setting"] == "auto" else 1)
         assert 1.0 <= row["mean_batch_size"] <= row["max_batch"]
+        controlled = row["method"].startswith("specbranch")  # its controller's choices reported
+        assert (sum(row["rounds_by_mode"].values()) > 0) == controlled
     assert (out / "concurrency.png").read_bytes()[:4] == b"\x89PNG"
-    assert "| method | clients |" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "| method | clients |" in report and "rounds plain/lookup/draft |" in report
     assert "aggregate tok/s" in capsys.readouterr().out
 
 

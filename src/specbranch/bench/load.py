@@ -14,7 +14,9 @@ Figures of a configuration (`summarize`):
 - TTFT: from a request sent to its first content chunk, p50 and p95;
 - ITL: the gaps between consecutive content chunks of a stream, p50 and p95 (a chunk is what a
   round committed, so with speculation it may carry several tokens);
-- mean batch size: the server's decode rounds' mean number of requests (`/v1/metrics`).
+- mean batch size: the server's decode rounds' mean number of requests (`/v1/metrics`);
+- rounds by mode: what the tree controller chose (plain / lookup / draft rounds, summed over
+  the requests; `/v1/metrics`), empty for methods without it.
 """
 
 from __future__ import annotations
@@ -35,6 +37,10 @@ from specbranch.errors import SpecBranchError
 from specbranch.models import ModelPair
 
 SERVED_NAME = "bench"  # the model id the benchmark's server serves
+# A request's deadline, in the server and in its client: the benchmark measures throughput, and
+# a one-at-a-time server keeps its last client waiting for every other (the server's default 300 s
+# would abandon it).
+REQUEST_TIMEOUT = 3600.0
 
 
 @dataclass(frozen=True)
@@ -73,7 +79,9 @@ def serving(pair: ModelPair, method: MethodSpec, max_batch: int) -> Iterator[str
 
     from specbranch.server.app import ServerConfig, create_app
 
-    config = ServerConfig(SERVED_NAME, method.method, max_queue=1024, max_batch=max_batch)
+    config = ServerConfig(
+        SERVED_NAME, method.method, max_queue=1024, max_batch=max_batch, request_timeout=REQUEST_TIMEOUT
+    )
     app = create_app(pair, lambda: Engine(pair, method.method, method.spec, **method.options), config)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -117,7 +125,7 @@ async def _drive(url: str, concurrency: int, config: LoadConfig) -> tuple[list[R
     total = concurrency * config.requests_per_client
     prompts = [config.prompts[k % len(config.prompts)] for k in range(total)]
     async def client_loop(i: int) -> list[RequestRecord]:
-        client = openai.AsyncOpenAI(base_url=url, api_key="unused", max_retries=0, timeout=3600.0)
+        client = openai.AsyncOpenAI(base_url=url, api_key="unused", max_retries=0, timeout=REQUEST_TIMEOUT)
         async with client:
             return [await _one_request(client, p, config) for p in prompts[i::concurrency]]
 
@@ -168,7 +176,8 @@ def run_load(pair: ModelPair, config: LoadConfig, progress: bool = True) -> list
                         served = json.load(answer)
                 row = {"method": method.name, "max_batch": max_batch, "setting": setting,
                        "concurrency": concurrency, **summarize(records, wall),
-                       "mean_batch_size": served["mean_batch_size"]}
+                       "mean_batch_size": served["mean_batch_size"],
+                       "rounds_by_mode": served.get("rounds_by_mode", {})}
                 rows.append(row)
                 if progress:
                     print(

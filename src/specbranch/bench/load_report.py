@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from specbranch.decoders.tree_control import MODES
+
 COLUMNS = (  # (header, row key, format)
     ("clients", "concurrency", "{:d}"),
     ("max-batch", "max_batch", "{:d}"),
@@ -21,10 +23,14 @@ MILLISECONDS = ("itl_p50", "itl_p95")
 
 
 def load_table(rows: list[dict]) -> str:
-    """A markdown table, one row per configuration."""
-    lines = ["| method | " + " | ".join(h for h, _, _ in COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
+    """A markdown table, one row per configuration; the last column: the controller's rounds
+    plain/lookup/draft ("–" for methods without one)."""
+    headers = [h for h, _, _ in COLUMNS] + ["rounds plain/lookup/draft"]
+    lines = ["| method | " + " | ".join(headers) + " |", "|---" * (len(headers) + 1) + "|"]
     for row in rows:
         cells = [fmt.format(row[key] * (1000 if key in MILLISECONDS else 1)) for _, key, fmt in COLUMNS]
+        modes = row.get("rounds_by_mode") or {}
+        cells.append("/".join(str(modes.get(m, 0)) for m in MODES) if modes else "–")
         lines.append(f"| {row['method']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -105,6 +105,7 @@ class ServerStats:
             "mean_batch_size": self.round_requests / self.rounds if self.rounds else 0.0,
             "completion_tokens": t.new_tokens,
             "target_forwards": t.target_forwards,
+            "rounds_by_mode": dict(t.rounds_by_mode),
             **{name: t.rate(name) for name in SERVER_RATES},
             "decode_seconds": t.wall_seconds,
         }
