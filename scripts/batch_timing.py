@@ -1,0 +1,89 @@
+"""Batched forwards and batched rounds on the built-in pair, timed without a server.
+
+    python scripts/batch_timing.py forwards            # target and draft forwards over 1-8 sequences
+    python scripts/batch_timing.py rounds 4 specbranch lookup=off   # 4 requests decoded together
+
+`forwards`: each model's forward over 1, 2, 4 and 8 sequences (after a 200-token prompt each)
+feeding 1 or 4 tree tokens per sequence, the best of 3 after a warm-up, in ms.
+`rounds N METHOD [OPTION=VALUE ...]`: the first N humaneval prompts (chat template) decoded
+together by `engine.run_rounds` to 64 greedy tokens each; tokens/s after the prefill round, and
+per request the target's and the draft's busy seconds and forwards and the controller's rounds.
+Run with nothing else computing (`--backend` as in the CLI: default torch here).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from specbranch.backends.base import Feed, KVSequence
+from specbranch.config import GenerationConfig, SamplingParams
+from specbranch.datasets import load_dataset
+from specbranch.engine import Engine, run_rounds
+from specbranch.models.pair import load_pair
+from specbranch.runtime.backends import pair_backends
+
+PROMPT = list(range(100, 300))  # the cached context of `forwards`
+
+
+def forwards(backend: str) -> None:
+    target, draft = pair_backends(load_pair(backend=backend))
+    for model, name in ((target, "target"), (draft, "draft")):
+        seqs = [KVSequence(model) for _ in range(8)]
+        for seq in seqs:
+            model.forward([Feed(seq, PROMPT, rows=1)])
+        for n in (1, 2, 4, 8):
+            for width in (1, 4):
+                times = []
+                for _ in range(4):
+                    chain = list(range(5, 5 + width)), [-1, *range(width - 1)]  # tokens, parents
+                    feeds = [Feed(s, [], *chain, rows=width) for s in seqs[:n]]
+                    start = time.perf_counter()
+                    model.forward(feeds)
+                    times.append(time.perf_counter() - start)
+                    for seq in seqs[:n]:
+                        seq.crop(len(PROMPT))
+                print(f"{name}: {n} sequences x {width} tokens: {1000 * min(times[1:]):.1f} ms")
+
+
+def rounds(backend: str, n: int, method: str, options: dict[str, str]) -> None:
+    pair = load_pair(backend=backend)
+    engine = Engine(pair, method, **options)
+    config = GenerationConfig(64, SamplingParams(0.0), 0, ignore_eos=True)
+    generations = [engine.begin(p.text, config, chat=True) for p in load_dataset("humaneval", n)]
+    run_rounds(generations)  # the prompts' prefill
+    start, made = time.perf_counter(), sum(len(g.new) for g in generations)
+    count = 0
+    while not all(g.done for g in generations):
+        run_rounds([g for g in generations if not g.done])
+        count += 1
+    seconds = time.perf_counter() - start
+    tokens = sum(len(g.new) for g in generations) - made
+    print(f"{n} x {method}: {tokens} tokens in {count} rounds, {tokens / seconds:.2f} tok/s")
+    for g in generations:
+        r = g.request
+        draft = f"draft {r.draft.busy_seconds:.2f} s / {r.draft.forwards}" if r.draft else "no draft"
+        print(f"  target {r.target.busy_seconds:.2f} s / {r.target.forwards}, {draft}, "
+              f"rounds {g.metrics.rounds_by_mode}")
+
+
+def main() -> None:
+    raw = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=raw)
+    parser.add_argument("what", choices=["forwards", "rounds"])
+    parser.add_argument("n", nargs="?", type=int, default=4, help="requests decoded together (rounds)")
+    parser.add_argument("method", nargs="?", default="specbranch", help="method (rounds)")
+    parser.add_argument("options", nargs="*", help="method options as OPTION=VALUE (rounds)")
+    parser.add_argument("--backend", default="torch", choices=["torch", "llama.cpp"])
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    if args.what == "forwards":
+        forwards(args.backend)
+    else:
+        rounds(args.backend, args.n, args.method, dict(o.split("=", 1) for o in args.options))
+
+
+if __name__ == "__main__":
+    main()
