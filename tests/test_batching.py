@@ -1,13 +1,14 @@
 """Batched rounds (`engine.run_rounds`) and continuous batching in the server.
 
 - Float64 tiny models on the torch backend (one forward runs every request's feed: flat tokens,
-  attention per sequence on its own cache): a request's tokens in a batch equal its tokens
-  alone, token for token, greedy and sampled (same seed; with each method's exact-distribution
-  tests this carries their proof over to batched requests), while its batch mates use other
-  methods, lengths, temperatures, top-k and top-p; the target forwards and the draft forwards
-  really ran batched (counted: mates' sequences booked the same forward). A sampled tree is the
-  exception: its shape follows its mates' share of the round, so only its distribution is the
-  same (next).
+  attention per sequence on its own cache): one batched forward gives each feed the logits,
+  captured hidden states and cache it gets alone (within 1e-12); a request's tokens in a batch
+  equal its tokens alone, token for token, greedy and sampled (same seed; with each method's
+  exact-distribution tests this carries their proof over to batched requests), while its batch
+  mates use other methods, lengths, temperatures, top-k and top-p; the target forwards and the
+  draft forwards really ran batched (counted: mates' sequences booked the same forward). A
+  sampled tree is the exception: its shape follows its mates' share of the round, so only its
+  distribution is the same (next).
 - A mate that leaves mid-way (cancelled: dropped between rounds) or whose round fails (its
   proposer raises) leaves the others' tokens unchanged, and the failure is that mate's alone.
 - On both backends (tiny pairs: float64 torch, GGUF on llama.cpp, where one `llama_decode` runs
@@ -27,12 +28,15 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import torch
 from gguf_models import write_tiny_gguf
 from helpers import make_pair, perturbed, tiny_model
 from stats import chi_square_pvalue, detectable_tv
 from test_server import NAME, client, get, library_ar, running_server
 from test_tree_decoder import WIDE
 
+from specbranch.backends.base import Feed, KVSequence
+from specbranch.backends.pytorch import TorchBackend
 from specbranch.config import GenerationConfig, SamplingParams, SpeculativeConfig
 from specbranch.decoders.proposer import Proposer
 from specbranch.engine import Engine, Generation, run_rounds
@@ -127,6 +131,30 @@ def shaped_by_mates(mate: tuple) -> bool:
     controller), so its tokens for a seed differ from alone's; its distribution does not (the
     llama.cpp test below)."""
     return mate[0] == "specbranch" and not mate[4].greedy
+
+
+def test_a_batched_torch_forward_gives_each_feed_what_it_gets_alone():
+    """Feeds of three sequences in one forward (a prompt, a chain, a tree below existing nodes):
+    each feed's logits, hidden-state capture and cache equal those of forwards of it alone."""
+    backend = TorchBackend(TARGET, 64)
+    rounds = [
+        [([1, 2, 3, 4, 5], [], [], 2), ([7, 8], [], [], 1), ([9], [], [], 1)],
+        [([6], [10, 11, 12], [-1, 0, -1], 4), ([3], [], [], 1), ([], [4, 5], [-1, 0], 2)],
+    ]
+    alone, together = [KVSequence(backend) for _ in range(3)], [KVSequence(backend) for _ in range(3)]
+    alone[1].capture_layers = together[1].capture_layers = 2
+    for feeds in rounds:
+        solo = [backend.forward([Feed(seq, *feed)])[0] for seq, feed in zip(alone, feeds, strict=True)]
+        batched = backend.forward([Feed(seq, *feed) for seq, feed in zip(together, feeds, strict=True)])
+        for x, y in zip(solo, batched, strict=True):
+            assert x.shape == y.shape and torch.allclose(x, y, rtol=0, atol=1e-12)
+        assert torch.allclose(alone[1].last_hidden, together[1].last_hidden, rtol=0, atol=1e-12)
+        assert together[0].last_feed[0] == sum(len(t) + len(n) for t, n, _, _ in feeds)  # one forward
+    for a, b in zip(alone, together, strict=True):
+        assert a.tokens == b.tokens and a.parents == b.parents
+        for la, lb in zip(a.state.layers, b.state.layers, strict=True):
+            assert torch.allclose(la.keys, lb.keys, rtol=0, atol=1e-12)
+            assert torch.allclose(la.values, lb.values, rtol=0, atol=1e-12)
 
 
 def test_each_request_in_a_batch_gets_the_tokens_it_gets_alone():
