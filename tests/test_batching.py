@@ -134,12 +134,14 @@ def shaped_by_mates(mate: tuple) -> bool:
 
 
 def test_a_batched_torch_forward_gives_each_feed_what_it_gets_alone():
-    """Feeds of three sequences in one forward (a prompt, a chain, a tree below existing nodes):
-    each feed's logits, hidden-state capture and cache equal those of forwards of it alone."""
+    """Feeds of three sequences in one forward (a prompt, a chain, a tree below existing nodes,
+    a single node beside cached nodes it must not see): each feed's logits, hidden-state capture
+    and cache equal those of forwards of it alone."""
     backend = TorchBackend(TARGET, 64)
     rounds = [
         [([1, 2, 3, 4, 5], [], [], 2), ([7, 8], [], [], 1), ([9], [], [], 1)],
         [([6], [10, 11, 12], [-1, 0, -1], 4), ([3], [], [], 1), ([], [4, 5], [-1, 0], 2)],
+        [([], [13], [1], 1), ([2], [], [], 1), ([], [6], [0], 1)],  # nodes 2 / 1 are not theirs
     ]
     alone, together = [KVSequence(backend) for _ in range(3)], [KVSequence(backend) for _ in range(3)]
     alone[1].capture_layers = together[1].capture_layers = 2

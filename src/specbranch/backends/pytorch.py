@@ -35,8 +35,8 @@ BATCHED = "specbranch_batched"  # the attention implementation a batched forward
 @dataclass
 class _Part:
     """One feed's share of a batched forward: its sequence, its positions in the flat batch
-    (`span`) and its additive mask [1, 1, m, cache + m] (None: one token, which sees the whole
-    cache)."""
+    (`span`) and its additive mask [1, 1, m, cache + m] (None: one committed token on a
+    sequence without a tree, which sees the whole cache)."""
 
     seq: KVSequence
     span: slice
@@ -142,7 +142,7 @@ class TorchBackend:
         for feed in feeds:
             extra = self._tree_inputs(feed)
             m = len(feed.tail) + len(feed.nodes)
-            mask = extra["attention_mask"] if m > 1 else None
+            mask = extra["attention_mask"] if m > 1 or feed.nodes else None
             parts.append(_Part(feed.seq, slice(len(ids), len(ids) + m), mask))
             ids += feed.tail + feed.nodes
             positions.append(extra["position_ids"])
