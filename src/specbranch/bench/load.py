@@ -177,7 +177,7 @@ def run_load(pair: ModelPair, config: LoadConfig, progress: bool = True) -> list
                 row = {"method": method.name, "max_batch": max_batch, "setting": setting,
                        "concurrency": concurrency, **summarize(records, wall),
                        "mean_batch_size": served["mean_batch_size"],
-                       "rounds_by_mode": served.get("rounds_by_mode", {})}
+                       "rounds_by_mode": served["rounds_by_mode"]}
                 rows.append(row)
                 if progress:
                     print(

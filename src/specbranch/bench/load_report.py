@@ -29,7 +29,7 @@ def load_table(rows: list[dict]) -> str:
     lines = ["| method | " + " | ".join(headers) + " |", "|---" * (len(headers) + 1) + "|"]
     for row in rows:
         cells = [fmt.format(row[key] * (1000 if key in MILLISECONDS else 1)) for _, key, fmt in COLUMNS]
-        modes = row.get("rounds_by_mode") or {}
+        modes = row["rounds_by_mode"]
         cells.append("/".join(str(modes.get(m, 0)) for m in MODES) if modes else "–")
         lines.append(f"| {row['method']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
