@@ -9,9 +9,10 @@ Terms:
 
 Why bfloat16 is not token-for-token: a verification forward over k tokens rounds differently
 from AR's 1-token forwards (other matrix shapes, other accumulation order, every layer's output
-rounded to bf16's 8-bit significand). The target gets a float32 output head (`float32_logits`,
-as `load_pair` does), so the logits are not themselves rounded to 8 bits; what is left is the
-rounding of the final hidden state h, relative ~2^-8 per element, which moves a logit
+rounded to bf16's 8-bit significand). The target gets float32 logits wherever its argmax could
+be (`float32_logits`, as `load_pair` does: `BandedHead`), so the logits that decide are not
+themselves rounded to 8 bits; what is left is the rounding of the final hidden state h,
+relative ~2^-8 per element, which moves a logit
 difference l_a - l_b = (w_a - w_b) . h by up to about ||w_a - w_b|| * 2^-8 * ||h|| per ulp of
 error. On these models ||h|| ~ 5.7 and ||w_a - w_b|| ~ 2.4 (logits within +-8): ~0.05 per
 ulp. Measured: between a full forward and 1/2/4/5-token cached forwards, over 30 sequences of
@@ -79,7 +80,7 @@ PROMPTS = random_prompts(N_PROMPTS, BASE_TARGET.config.vocab_size)
 
 
 def in_dtype(model: LlamaForCausalLM, dtype: torch.dtype) -> LlamaForCausalLM:
-    """A copy of model in dtype, with a float32 output head when dtype is half precision."""
+    """A copy of model in dtype, with float32 top logits when dtype is half precision."""
     return float32_logits(copy.deepcopy(model).to(dtype))
 
 

@@ -10,7 +10,8 @@ in the best case).
 The probe takes 10-40 s on a 2-core CPU with the built-in pair, so its result is stored in the
 model cache (`probes/<key>.json`) under a key naming the machine (CPU model and the flags
 that set its arithmetic speed, cores, GPU, torch version), the two models (their paths,
-dtypes, devices, whether quantized; a GGUF model's file and backend) and the thread counts.
+dtypes, devices, whether quantized, the output head's kind; a GGUF model's file and backend)
+and the thread counts.
 Models without a path (built in memory, as the tests do) are measured every time and never
 cached. A probe taken while the machine was busy (its load average per core above BUSY_LOAD
 when the probe started: another job, or our own model conversion a moment before) is not
@@ -58,7 +59,9 @@ def _model_identity(model: torch.nn.Module | GGUFModel) -> dict | None:
         return None
     param = next(model.parameters())
     quantized = any("quantized" in type(m).__module__ for m in model.modules())
-    return {"path": str(path), "dtype": str(param.dtype), "device": str(param.device), "int8": quantized}
+    head = type(model.get_output_embeddings()).__name__  # its cost is part of every forward's
+    return {"path": str(path), "dtype": str(param.dtype), "device": str(param.device), "int8": quantized,
+            "head": head}
 
 
 def probe_key(pair: ModelPair, threads: tuple[int, int, int]) -> str | None:
