@@ -10,6 +10,7 @@ from helpers import char_tokenizer, save_tiny_model_dir
 from test_server import CHAT_TEMPLATE
 from test_tree_decoder import WIDE
 
+from specbranch.bench.load import RequestRecord, full_load_rate
 from specbranch.cli import main
 from specbranch.cli.bench_serve import interleave
 from specbranch.datasets import BenchPrompt
@@ -46,6 +47,7 @@ def test_bench_serve_reports_every_configuration(folders, tmp_path, capsys, monk
     for row in rows:
         assert row["requests"] == row["concurrency"] and row["completion_tokens"] > 0
         assert row["aggregate_tokens_per_second"] > 0 and 0 < row["ttft_p50"] <= row["ttft_p95"]
+        assert row["full_load_tokens_per_second"] > 0
         assert row["max_batch"] == (row["concurrency"] if row["setting"] == "auto" else 1)
         assert 1.0 <= row["mean_batch_size"] <= row["max_batch"]
         controlled = row["method"].startswith("specbranch")  # its controller's choices reported
@@ -54,6 +56,18 @@ def test_bench_serve_reports_every_configuration(folders, tmp_path, capsys, monk
     report = (out / "report.md").read_text()
     assert "| method | clients |" in report and "rounds plain/lookup/draft |" in report
     assert "aggregate tok/s" in capsys.readouterr().out
+
+
+def test_full_load_rate_counts_only_while_every_client_has_a_request_in_flight():
+    # Client 0's one request ends at t = 4; client 1's second request runs on alone until t = 9.
+    records = [
+        RequestRecord("a", 0, sent=0.0, chunks=[1.0, 2.0, 3.0, 4.0], end=4.0, tokens=8),
+        RequestRecord("b", 1, sent=0.0, chunks=[1.0, 2.0], end=2.0, tokens=4),
+        RequestRecord("c", 1, sent=2.0, chunks=[3.0, 5.0, 7.0, 9.0], end=9.0, tokens=4),
+    ]
+    # Until t = 4: all 8 of a, all 4 of b, and 1 of c's 4 chunks (1 token each): 13 tokens in 4 s.
+    assert full_load_rate(records) == pytest.approx(13 / 4)
+    # The aggregate over the whole run would be 16 tokens in 9 s: the lone tail weighs on it.
 
 
 def test_bench_serve_refuses_peers_and_bad_settings(folders, capsys):

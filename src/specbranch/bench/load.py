@@ -10,6 +10,12 @@ each client mixes them) and greedy decoding unless a temperature is given.
 Figures of a configuration (`summarize`):
 - aggregate tokens/s: completion tokens of every request over the wall time from the first
   request sent to the last answer's end;
+- full-load tokens/s: the tokens streamed while every client had a request in flight (from the
+  first request sent until the first client has its last answer) over that time. A client's
+  requests follow one another, so when requests go at different speeds (speculation accepts more
+  on some prompts) the clients that finish first leave the last requests a smaller batch, and
+  the aggregate counts that tail; the full-load rate is the server's throughput under the whole
+  load. A request's tokens are spread evenly over its content chunks;
 - per-request tokens/s: a request's completion tokens over its time from sent to end (mean);
 - TTFT: from a request sent to its first content chunk, p50 and p95;
 - ITL: the gaps between consecutive content chunks of a stream, p50 and p95 (a chunk is what a
@@ -62,10 +68,11 @@ class LoadConfig:
 
 @dataclass
 class RequestRecord:
-    """One streamed request: when it was sent, its content chunks' arrival times, its end, and
-    its completion tokens (the usage the server reported)."""
+    """One streamed request: the client that sent it, when, its content chunks' arrival times, its
+    end, and its completion tokens (the usage the server reported)."""
 
     prompt: str
+    client: int
     sent: float
     chunks: list[float] = field(default_factory=list)
     end: float = 0.0
@@ -99,8 +106,8 @@ def serving(pair: ModelPair, method: MethodSpec, max_batch: int) -> Iterator[str
         thread.join(60)
 
 
-async def _one_request(client, prompt: BenchPrompt, config: LoadConfig) -> RequestRecord:
-    record = RequestRecord(prompt.question_id, time.perf_counter())
+async def _one_request(client, index: int, prompt: BenchPrompt, config: LoadConfig) -> RequestRecord:
+    record = RequestRecord(prompt.question_id, index, time.perf_counter())
     stream = await client.chat.completions.create(
         model=SERVED_NAME,
         messages=[{"role": "user", "content": prompt.text}],
@@ -127,7 +134,7 @@ async def _drive(url: str, concurrency: int, config: LoadConfig) -> tuple[list[R
     async def client_loop(i: int) -> list[RequestRecord]:
         client = openai.AsyncOpenAI(base_url=url, api_key="unused", max_retries=0, timeout=REQUEST_TIMEOUT)
         async with client:
-            return [await _one_request(client, p, config) for p in prompts[i::concurrency]]
+            return [await _one_request(client, i, p, config) for p in prompts[i::concurrency]]
 
     start = time.perf_counter()
     per_client = await asyncio.gather(*(client_loop(i) for i in range(concurrency)))
@@ -138,6 +145,14 @@ def _percentiles(values: list[float]) -> tuple[float, float]:
     if not values:
         return 0.0, 0.0
     return float(np.percentile(values, 50)), float(np.percentile(values, 95))
+
+
+def full_load_rate(records: list[RequestRecord]) -> float:
+    """Tokens/s while every client had a request in flight (module docstring)."""
+    start = min(r.sent for r in records)
+    stop = min(max(r.end for r in records if r.client == c) for c in {r.client for r in records})
+    streamed = sum(r.tokens * sum(t <= stop for t in r.chunks) / len(r.chunks) for r in records if r.chunks)
+    return streamed / (stop - start) if stop > start else 0.0
 
 
 def summarize(records: list[RequestRecord], wall: float) -> dict:
@@ -152,6 +167,7 @@ def summarize(records: list[RequestRecord], wall: float) -> dict:
         "completion_tokens": tokens,
         "wall_seconds": wall,
         "aggregate_tokens_per_second": tokens / wall if wall > 0 else 0.0,
+        "full_load_tokens_per_second": full_load_rate(records),
         "request_tokens_per_second": float(np.mean([r.tokens / (r.end - r.sent) for r in records])),
         "ttft_p50": ttft50,
         "ttft_p95": ttft95,

@@ -11,6 +11,7 @@ COLUMNS = (  # (header, row key, format)
     ("clients", "concurrency", "{:d}"),
     ("max-batch", "max_batch", "{:d}"),
     ("aggregate tok/s", "aggregate_tokens_per_second", "{:.2f}"),
+    ("full-load tok/s", "full_load_tokens_per_second", "{:.2f}"),
     ("per-request tok/s", "request_tokens_per_second", "{:.2f}"),
     ("TTFT p50 s", "ttft_p50", "{:.2f}"),
     ("TTFT p95 s", "ttft_p95", "{:.2f}"),
@@ -36,7 +37,8 @@ def load_table(rows: list[dict]) -> str:
 
 
 def plot_load(rows: list[dict], out: Path) -> str:
-    """concurrency.png: aggregate tokens/s against concurrency, one line per method and setting."""
+    """concurrency.png: aggregate (solid) and full-load (dashed) tokens/s against concurrency, one
+    colour per method and setting."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -48,11 +50,14 @@ def plot_load(rows: list[dict], out: Path) -> str:
         label = f"{row['method']} (max-batch {'= clients' if row['setting'] == 'auto' else row['setting']})"
         series.setdefault(label, []).append(row)
     for label, points in series.items():
-        ax.plot([p["concurrency"] for p in points], [p["aggregate_tokens_per_second"] for p in points],
-                marker="o", label=label)
+        clients = [p["concurrency"] for p in points]
+        aggregate = [p["aggregate_tokens_per_second"] for p in points]
+        (line,) = ax.plot(clients, aggregate, marker="o", label=label)
+        ax.plot(clients, [p["full_load_tokens_per_second"] for p in points], linestyle="--",
+                color=line.get_color(), label=f"{label}, full load")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("concurrent clients")
-    ax.set_ylabel("aggregate tokens/s")
+    ax.set_ylabel("tokens/s (solid: aggregate; dashed: full load)")
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "concurrency.png", dpi=120)
