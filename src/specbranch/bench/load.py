@@ -15,7 +15,9 @@ Figures of a configuration (`summarize`):
   requests follow one another, so when requests go at different speeds (speculation accepts more
   on some prompts) the clients that finish first leave the last requests a smaller batch, and
   the aggregate counts that tail; the full-load rate is the server's throughput under the whole
-  load. A request's tokens are spread evenly over its content chunks;
+  load. A request's tokens are spread evenly over its content chunks. A server that queues
+  (max-batch below the clients) counts queued requests as in flight, so there the window holds
+  mostly the requests served first: compare its aggregate, which has no tail to leave out;
 - per-request tokens/s: a request's completion tokens over its time from sent to end (mean);
 - TTFT: from a request sent to its first content chunk, p50 and p95;
 - ITL: the gaps between consecutive content chunks of a stream, p50 and p95 (a chunk is what a
