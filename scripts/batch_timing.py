@@ -6,8 +6,9 @@
 `forwards`: each model's forward over 1, 2, 4 and 8 sequences (after a 200-token prompt each)
 feeding 1 or 4 tree tokens per sequence, the best of 3 after a warm-up, in ms.
 `rounds N METHOD [OPTION=VALUE ...]`: the first N humaneval prompts (chat template) decoded
-together by `engine.run_rounds` to 64 greedy tokens each; tokens/s after the prefill round, and
-per request the target's and the draft's busy seconds and forwards and the controller's rounds.
+together by `engine.run_rounds` to 64 greedy tokens each; the first (prefill) round's seconds,
+tokens/s after it, and per request the target's and the draft's busy seconds and forwards and
+the controller's rounds.
 Run with nothing else computing (`--backend` as in the CLI: default torch here).
 """
 
@@ -53,7 +54,9 @@ def rounds(backend: str, n: int, method: str, options: dict[str, str]) -> None:
     engine = Engine(pair, method, **options)
     config = GenerationConfig(64, SamplingParams(0.0), 0, ignore_eos=True)
     generations = [engine.begin(p.text, config, chat=True) for p in load_dataset("humaneval", n)]
+    start = time.perf_counter()
     run_rounds(generations)  # the prompts' prefill
+    prefill = time.perf_counter() - start
     start, made = time.perf_counter(), sum(len(g.new) for g in generations)
     count = 0
     while not all(g.done for g in generations):
@@ -61,7 +64,8 @@ def rounds(backend: str, n: int, method: str, options: dict[str, str]) -> None:
         count += 1
     seconds = time.perf_counter() - start
     tokens = sum(len(g.new) for g in generations) - made
-    print(f"{n} x {method}: {tokens} tokens in {count} rounds, {tokens / seconds:.2f} tok/s")
+    print(f"{n} x {method}: prefill round {prefill:.2f} s; then {tokens} tokens in {count} rounds, "
+          f"{tokens / seconds:.2f} tok/s")
     for g in generations:
         r = g.request
         draft = f"draft {r.draft.busy_seconds:.2f} s / {r.draft.forwards}" if r.draft else "no draft"
