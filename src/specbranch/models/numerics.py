@@ -128,11 +128,12 @@ class BandedHead(torch.nn.Module):
         # rows runs faster for the 2-32 positions a draft tree's verification needs.
         raw = (self.weight @ rows.T).T.float()  # [n, out], each rounded to half precision
         slack = BAND * raw.abs().amax(-1, keepdim=True) + FLOOR  # [n, 1] bounds each one's error
-        bias = self.bias if self.bias is not None else torch.zeros(self.out_features, device=raw.device)
-        logits = raw + bias  # [n, out]
+        logits = raw if self.bias is None else raw + self.bias  # [n, out]
         near = logits >= logits.amax(-1, keepdim=True) - 2 * slack  # [n, out]: could be the argmax
         cols = near.any(0).nonzero().squeeze(1)  # [c] near in some row
-        exact = rows.float() @ self.weight[cols].float().T + bias[cols]  # [n, c] float32
+        exact = rows.float() @ self.weight[cols].float().T  # [n, c] float32
+        if self.bias is not None:
+            exact = exact + self.bias[cols]
         logits[:, cols] = torch.where(near[:, cols], exact, logits[:, cols])
         return logits.reshape(*hidden.shape[:-1], self.out_features)
 
