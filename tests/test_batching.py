@@ -6,7 +6,9 @@
   equal its tokens alone, token for token, greedy and sampled (same seed; with each method's
   exact-distribution tests this carries their proof over to batched requests), while its batch
   mates use other methods, lengths, temperatures, top-k and top-p; the target forwards and the
-  draft forwards really ran batched (counted: mates' sequences booked the same forward). A
+  draft forwards really ran batched (counted: mates' sequences booked the same forward); each
+  further draft level is judged with the mates that rode in the level before (alone: priced
+  whole). A
   sampled tree is the exception: its shape follows its mates' share of the round, so only its
   distribution is the same (next).
 - A mate that leaves mid-way (cancelled: dropped between rounds) or whose round fails (its
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 import pytest
 import torch
@@ -38,6 +41,8 @@ from test_tree_decoder import WIDE
 from specbranch.backends.base import Feed, KVSequence
 from specbranch.backends.pytorch import TorchBackend
 from specbranch.config import GenerationConfig, SamplingParams, SpeculativeConfig
+from specbranch.costs import Share
+from specbranch.decoders import tree as tree_module
 from specbranch.decoders.proposer import Proposer
 from specbranch.engine import Engine, Generation, run_rounds
 from specbranch.errors import SpecBranchError
@@ -171,6 +176,35 @@ def test_each_request_in_a_batch_gets_the_tokens_it_gets_alone():
     assert counts["target"] == counts["batched"]  # every such round shared its target forward
     assert counts["draft"] >= 3  # and drafting mates shared their draft forwards
     assert counts["drafting mates"] >= 3  # which the controller then prices as shared (`Share`)
+
+
+def test_a_draft_level_is_priced_with_the_mates_that_rode_in_the_one_before(monkeypatch):
+    """Whether a plan drafts one more level is judged with its request's `drafting_mates` set to
+    the other requests whose feeds ran in the level's forward it just got (their draft sequences
+    booked that forward), and its draft curve as that share (`costs.Share`; alone, the whole
+    forward): a level drafted after the mates stopped is priced alone. Asserted at every such
+    judgement; the path ran with mates and alone."""
+    deep_tree = SERIAL_TREE | {"max_draft_len": 6, "tree_nodes": 24}
+    deep = Engine(PAIR, "specbranch", SpeculativeConfig(gamma=3), **deep_tree)
+    shallow = Engine(PAIR, "specbranch", SpeculativeConfig(gamma=3), **SERIAL_TREE)
+    config = GenerationConfig(3, SamplingParams(0.0), 0, ignore_eos=True)  # 3 tokens: 2 levels at most
+    generations = [deep.begin([8, 6, 4], replace(config, max_new_tokens=16))]
+    generations += [shallow.begin(prompt, config) for prompt in ([3, 1, 4, 3], [5, 9, 5, 9, 5], [7, 7, 2])]
+    judged, riders_seen = tree_module.worth_a_level, Counter()
+
+    def watched(rnd, frontier, levels):
+        request = rnd.request
+        riders = sum(g.request.draft.last_feed == request.draft.last_feed for g in generations)
+        assert request.drafting_mates == riders - 1
+        draft = rnd.limits.draft
+        assert (draft.sharers == riders) if isinstance(draft, Share) else riders == 1
+        riders_seen["alone" if riders == 1 else "shared"] += 1
+        return judged(rnd, frontier, levels)
+
+    monkeypatch.setattr(tree_module, "worth_a_level", watched)
+    got, _ = decode_together(generations)
+    assert all(isinstance(tokens, list) for tokens in got), got  # no assertion above ended a plan
+    assert riders_seen["shared"] >= 3 and riders_seen["alone"] >= 1, riders_seen
 
 
 def test_a_mate_that_leaves_or_fails_leaves_the_others_unchanged():

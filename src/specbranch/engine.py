@@ -18,7 +18,7 @@ import torch
 from specbranch.backends.base import Feed
 from specbranch.config import GenerationConfig, SpeculativeConfig
 from specbranch.decoders import Decoder
-from specbranch.decoders.base import PlanSteps, Proposal
+from specbranch.decoders.base import PlanSteps, Proposal, Request
 from specbranch.errors import SpecBranchError
 from specbranch.metrics import GenerationMetrics, RoundStats
 from specbranch.models import ModelPair
@@ -227,7 +227,7 @@ def run_rounds(generations: list[Generation]) -> list[Chunk | Exception]:
         else:
             plans[i] = g.decoder.plan(g.request, g.remaining)
     groups: dict[int, list[tuple[int, Proposal]]] = {}  # by target backend: (index, proposal)
-    proposals, drafted = _plan_together(plans)
+    proposals, drafted = _plan_together(plans, {i: generations[i].request for i in plans})
     for i, proposal in proposals.items():
         if isinstance(proposal, Exception):
             out[i] = proposal
@@ -244,11 +244,15 @@ def run_rounds(generations: list[Generation]) -> list[Chunk | Exception]:
     return out
 
 
-def _plan_together(plans: dict[int, PlanSteps]) -> tuple[dict[int, Proposal | Exception], dict[int, int]]:
+def _plan_together(
+    plans: dict[int, PlanSteps], requests: dict[int, Request]
+) -> tuple[dict[int, Proposal | Exception], dict[int, int]]:
     """Run plans in lockstep: at each step every plan still running has yielded its next draft
     feed, and one forward per backend runs them all. Each plan's proposal, or the exception that
     ended it (a failed forward ends the plans that fed it); and for each plan that ran draft
-    forwards, the id of their backend."""
+    forwards, the id of their backend. Before a plan goes on past a level, its request's
+    `drafting_mates` says how many others rode in that level's forward: whether one more level
+    is worth it is priced at the share of a forward it would have then (alone, its whole cost)."""
     done: dict[int, Proposal | Exception] = {}
     waiting: dict[int, Feed] = {}  # each running plan's next feed
     drafted: dict[int, int] = {}
@@ -267,6 +271,7 @@ def _plan_together(plans: dict[int, PlanSteps]) -> tuple[dict[int, Proposal | Ex
                     plans[i].close()
                     done[i] = logits
                 else:
+                    requests[i].drafting_mates = len(at) - 1
                     _resume(i, plans[i], logits[k], waiting, done)
     return done, drafted
 

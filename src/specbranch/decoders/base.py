@@ -48,7 +48,8 @@ class Request:
     whose rows it draws from (verification: the target's; drafting: the draft's); `mates`, how
     many requests shared its last round's target forward (`engine.run_rounds`; 0 alone), and
     `drafting_mates`, how many of them ran draft forwards on its draft's backend (which its own
-    draft levels share). The tree controller prices its rounds beside them (ALGORITHM.md,
+    draft levels share; while a round is planned, how many rode in its last draft forward:
+    `engine._plan_together`). The tree controller prices its rounds beside them (ALGORITHM.md,
     "Batched rounds")."""
 
     prompt_ids: list[int]

@@ -135,7 +135,8 @@ class TreeDecoder(SerialDecoder):
         (whose output no tree shape changes); a sampled request's trees depend on its seed and
         the probed curves alone, so the same seed gives the same text (in a batch, the number of
         its mates shapes them too); the target's curve beside the mates' tokens, the draft's as
-        its share of the levels it rides in with its drafting mates."""
+        its share of the levels it rides in with its drafting mates (those of the last round when
+        the round is chosen, those of the level just drafted before each further level)."""
         limits = self.limits
         if self.corrected is not None and request.sampling.greedy:
             limits = replace(limits, target=self.corrected[0], draft=self.corrected[1])
@@ -183,6 +184,7 @@ class TreeDecoder(SerialDecoder):
         for level in range(depth):
             chosen = select(rnd, propose(rnd, frontier, logits, raw, self.policy, self.eos_ids))
             frontier = [rnd.append(c, drafted=True, lookup=False) for c in chosen]
+            rnd.limits = self._limits(rnd.request)  # the next level's share: who rode in this one
             if not frontier or level + 1 == depth or not worth_a_level(rnd, frontier, depth - level - 1):
                 break
             # Where the draft leaves a copied span it may soon rejoin it: look up again there.

@@ -31,8 +31,9 @@ forward that is m wide already; judged against plain mates, a round speculates o
 beats a batch of plain decoding (the mates' own width is theirs to justify the same way: pricing
 against what they happen to spend would let everyone's tree make everyone else's look cheap).
 A draft level is one forward over every drafting request's frontier (plans run in lockstep), so
-with d mates that drafted in the last round it costs its share, D((d + 1) n) / (d + 1)
-(`costs.Share`, applied by the caller to `draft`).
+with d drafting mates it costs its share, D((d + 1) n) / (d + 1) (`costs.Share`, applied by the
+caller to `draft`): here d counts the mates that drafted in the last round; each further level of
+the round is judged with those that rode in the level before (`engine._plan_together`).
 Alone, m = d = 0 and the rates are the request's own.
 
 The round takes the highest rate; ties go to the cheaper mode (plain, then lookup). So where
