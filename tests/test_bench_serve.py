@@ -10,7 +10,7 @@ from helpers import char_tokenizer, save_tiny_model_dir
 from test_server import CHAT_TEMPLATE
 from test_tree_decoder import WIDE
 
-from specbranch.bench.load import RequestRecord, full_load_rate
+from specbranch.bench.load import RequestRecord, ceiling_rate, full_load_rate
 from specbranch.cli import main
 from specbranch.cli.bench_serve import interleave
 from specbranch.datasets import BenchPrompt
@@ -48,6 +48,9 @@ def test_bench_serve_reports_every_configuration(folders, tmp_path, capsys, monk
         assert row["requests"] == row["concurrency"] and row["completion_tokens"] > 0
         assert row["aggregate_tokens_per_second"] > 0 and 0 < row["ttft_p50"] <= row["ttft_p95"]
         assert row["full_load_tokens_per_second"] > 0
+        ceiling = row["ceiling_tokens_per_second"]  # one-at-a-time rows only, never below them
+        assert (ceiling is None) == (row["max_batch"] > 1)
+        assert ceiling is None or ceiling >= 0.99 * row["aggregate_tokens_per_second"]
         assert row["max_batch"] == (row["concurrency"] if row["setting"] == "auto" else 1)
         assert 1.0 <= row["mean_batch_size"] <= row["max_batch"]
         controlled = row["method"].startswith("specbranch")  # its controller's choices reported
@@ -68,6 +71,19 @@ def test_full_load_rate_counts_only_while_every_client_has_a_request_in_flight()
     # Until t = 4: all 8 of a, all 4 of b, and 1 of c's 4 chunks (1 token each): 13 tokens in 4 s.
     assert full_load_rate(records) == pytest.approx(13 / 4)
     # The aggregate over the whole run would be 16 tokens in 9 s: the lone tail weighs on it.
+
+
+def test_the_batching_ceiling_is_the_busiest_clients_alone_seconds():
+    # A one-at-a-time server: a (client 0) served 0-4 s, b (client 1) queued until 4, served to 6;
+    # client 1's next request c, sent at 6.5, served 6.5-9. Alone seconds: client 0: 4, client 1:
+    # 2 + 2.5 = 4.5; no server ends before client 1 has had 4.5 s: 16 tokens / 4.5 s.
+    records = [
+        RequestRecord("a", 0, sent=0.0, chunks=[1.0, 4.0], end=4.0, tokens=8),
+        RequestRecord("b", 1, sent=0.0, chunks=[5.0, 6.0], end=6.0, tokens=4),
+        RequestRecord("c", 1, sent=6.5, chunks=[7.0, 9.0], end=9.0, tokens=4),
+    ]
+    assert ceiling_rate(records) == pytest.approx(16 / 4.5)
+    # The one-at-a-time aggregate is 16 tokens in 9 s: batching could gain 2x at most here.
 
 
 def test_bench_serve_refuses_peers_and_bad_settings(folders, capsys):

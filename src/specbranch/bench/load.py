@@ -22,6 +22,13 @@ Figures of a configuration (`summarize`):
 - TTFT: from a request sent to its first content chunk, p50 and p95;
 - ITL: the gaps between consecutive content chunks of a stream, p50 and p95 (a chunk is what a
   round committed, so with speculation it may carry several tokens);
+- batching ceiling tokens/s (one-at-a-time rows only, max-batch 1): the most any server could
+  reach on the same requests at this concurrency if no request goes faster beside others than
+  alone. The one-at-a-time server serves each request alone, first come first served, so a
+  request's alone seconds are from its service start (it was sent, and the request before it
+  ended) to its end; a client sends its requests one after another, so no server ends before the
+  client whose requests' alone seconds add up to most has had them all: completion tokens over
+  that sum. Its ratio to the one-at-a-time aggregate bounds what batching can gain on this load;
 - mean batch size: the server's decode rounds' mean number of requests (`/v1/metrics`);
 - rounds by mode: what the tree controller chose (plain / lookup / draft rounds, summed over
   the requests; `/v1/metrics`), empty for methods without it.
@@ -157,6 +164,17 @@ def full_load_rate(records: list[RequestRecord]) -> float:
     return streamed / (stop - start) if stop > start else 0.0
 
 
+def ceiling_rate(records: list[RequestRecord]) -> float:
+    """The batching ceiling (module docstring) from a one-at-a-time server's records."""
+    busy: dict[int, float] = {}  # per client: its requests' alone seconds
+    previous_end = min(r.sent for r in records)
+    for r in sorted(records, key=lambda r: r.end):
+        busy[r.client] = busy.get(r.client, 0.0) + r.end - max(r.sent, previous_end)
+        previous_end = r.end
+    longest = max(busy.values())
+    return sum(r.tokens for r in records) / longest if longest > 0 else 0.0
+
+
 def summarize(records: list[RequestRecord], wall: float) -> dict:
     """The figures of one configuration (module docstring)."""
     tokens = sum(r.tokens for r in records)
@@ -194,6 +212,7 @@ def run_load(pair: ModelPair, config: LoadConfig, progress: bool = True) -> list
                         served = json.load(answer)
                 row = {"method": method.name, "max_batch": max_batch, "setting": setting,
                        "concurrency": concurrency, **summarize(records, wall),
+                       "ceiling_tokens_per_second": ceiling_rate(records) if max_batch == 1 else None,
                        "mean_batch_size": served["mean_batch_size"],
                        "rounds_by_mode": served["rounds_by_mode"]}
                 rows.append(row)

@@ -12,6 +12,7 @@ COLUMNS = (  # (header, row key, format)
     ("max-batch", "max_batch", "{:d}"),
     ("aggregate tok/s", "aggregate_tokens_per_second", "{:.2f}"),
     ("full-load tok/s", "full_load_tokens_per_second", "{:.2f}"),
+    ("batching ceiling tok/s", "ceiling_tokens_per_second", "{:.2f}"),
     ("per-request tok/s", "request_tokens_per_second", "{:.2f}"),
     ("TTFT p50 s", "ttft_p50", "{:.2f}"),
     ("TTFT p95 s", "ttft_p95", "{:.2f}"),
@@ -24,12 +25,16 @@ MILLISECONDS = ("itl_p50", "itl_p95")
 
 
 def load_table(rows: list[dict]) -> str:
-    """A markdown table, one row per configuration; the last column: the controller's rounds
-    plain/lookup/draft ("–" for methods without one)."""
+    """A markdown table, one row per configuration ("–" for a figure the row lacks: the batching
+    ceiling beside a batching server); the last column: the controller's rounds plain/lookup/draft
+    ("–" for methods without one)."""
     headers = [h for h, _, _ in COLUMNS] + ["rounds plain/lookup/draft"]
     lines = ["| method | " + " | ".join(headers) + " |", "|---" * (len(headers) + 1) + "|"]
     for row in rows:
-        cells = [fmt.format(row[key] * (1000 if key in MILLISECONDS else 1)) for _, key, fmt in COLUMNS]
+        cells = [
+            "–" if row.get(key) is None else fmt.format(row[key] * (1000 if key in MILLISECONDS else 1))
+            for _, key, fmt in COLUMNS
+        ]
         modes = row["rounds_by_mode"]
         cells.append("/".join(str(modes.get(m, 0)) for m in MODES) if modes else "–")
         lines.append(f"| {row['method']} | " + " | ".join(cells) + " |")
@@ -38,7 +43,7 @@ def load_table(rows: list[dict]) -> str:
 
 def plot_load(rows: list[dict], out: Path) -> str:
     """concurrency.png: aggregate (solid) and full-load (dashed) tokens/s against concurrency, one
-    colour per method and setting."""
+    colour per method and setting, and the one-at-a-time rows' batching ceiling (dotted)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -55,9 +60,14 @@ def plot_load(rows: list[dict], out: Path) -> str:
         (line,) = ax.plot(clients, aggregate, marker="o", label=label)
         ax.plot(clients, [p["full_load_tokens_per_second"] for p in points], linestyle="--",
                 color=line.get_color(), label=f"{label}, full load")
+        ceiling = [(p["concurrency"], p["ceiling_tokens_per_second"]) for p in points
+                   if p.get("ceiling_tokens_per_second") is not None]
+        if ceiling:
+            ax.plot(*zip(*ceiling, strict=True), linestyle=":", color=line.get_color(),
+                    label=f"{label}, batching ceiling")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("concurrent clients")
-    ax.set_ylabel("tokens/s (solid: aggregate; dashed: full load)")
+    ax.set_ylabel("tokens/s (solid: aggregate; dashed: full load; dotted: ceiling)")
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "concurrency.png", dpi=120)
