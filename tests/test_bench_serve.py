@@ -51,6 +51,10 @@ def test_bench_serve_reports_every_configuration(folders, tmp_path, capsys, monk
         ceiling = row["ceiling_tokens_per_second"]  # one-at-a-time rows only, never below them
         assert (ceiling is None) == (row["max_batch"] > 1)
         assert ceiling is None or ceiling >= 0.99 * row["aggregate_tokens_per_second"]
+        kept = row["request_records"]  # each request's times, for bounds of one's own
+        assert len(kept) == row["requests"] and sum(r["tokens"] for r in kept) == row["completion_tokens"]
+        assert min(r["sent"] for r in kept) == 0
+        assert all(r["sent"] < r["first_chunk"] <= r["end"] for r in kept)
         assert row["max_batch"] == (row["concurrency"] if row["setting"] == "auto" else 1)
         assert 1.0 <= row["mean_batch_size"] <= row["max_batch"]
         controlled = row["method"].startswith("specbranch")  # its controller's choices reported

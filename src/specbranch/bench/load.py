@@ -31,7 +31,10 @@ Figures of a configuration (`summarize`):
   that sum. Its ratio to the one-at-a-time aggregate bounds what batching can gain on this load;
 - mean batch size: the server's decode rounds' mean number of requests (`/v1/metrics`);
 - rounds by mode: what the tree controller chose (plain / lookup / draft rounds, summed over
-  the requests; `/v1/metrics`), empty for methods without it.
+  the requests; `/v1/metrics`), empty for methods without it;
+- request records (results.json only): each request's prompt, client, times sent, of its first
+  chunk and of its end (seconds since the configuration's first request), and its completion
+  tokens.
 """
 
 from __future__ import annotations
@@ -86,6 +89,12 @@ class RequestRecord:
     chunks: list[float] = field(default_factory=list)
     end: float = 0.0
     tokens: int = 0
+
+    def to_dict(self, origin: float) -> dict:
+        """What results.json keeps of it, its times in seconds since `origin`."""
+        first = self.chunks[0] - origin if self.chunks else None
+        return {"prompt": self.prompt, "client": self.client, "sent": self.sent - origin,
+                "first_chunk": first, "end": self.end - origin, "tokens": self.tokens}
 
 
 @contextlib.contextmanager
@@ -208,11 +217,13 @@ def run_load(pair: ModelPair, config: LoadConfig, progress: bool = True) -> list
                 max_batch = concurrency if setting == "auto" else int(setting)
                 with serving(pair, method, max_batch) as url:
                     records, wall = asyncio.run(_drive(url, concurrency, config))
+                    origin = min(r.sent for r in records)
                     with urllib.request.urlopen(f"{url}/metrics") as answer:
                         served = json.load(answer)
                 row = {"method": method.name, "max_batch": max_batch, "setting": setting,
                        "concurrency": concurrency, **summarize(records, wall),
                        "ceiling_tokens_per_second": ceiling_rate(records) if max_batch == 1 else None,
+                       "request_records": [r.to_dict(origin) for r in records],
                        "mean_batch_size": served["mean_batch_size"],
                        "rounds_by_mode": served["rounds_by_mode"]}
                 rows.append(row)
