@@ -2,35 +2,43 @@
 
     python scripts/batch_timing.py forwards            # target and draft forwards over 1-8 sequences
     python scripts/batch_timing.py rounds 4 specbranch lookup=off   # 4 requests decoded together
+    python scripts/batch_timing.py rounds 8 ar --datasets humaneval mt_bench code_edit --max-tokens 128
 
 `forwards`: each model's forward over 1, 2, 4 and 8 sequences (after a 200-token prompt each)
 feeding 1 or 4 tree tokens per sequence, the best of 3 after a warm-up, in ms.
-`rounds N METHOD [OPTION=VALUE ...]`: the first N humaneval prompts (chat template) decoded
-together by `engine.run_rounds` to 64 greedy tokens each; the first (prefill) round's seconds,
-tokens/s after it, and per request the target's and the draft's busy seconds and forwards and
-the controller's rounds.
-Run with nothing else computing (`--backend` as in the CLI: default torch here).
+`rounds N METHOD [OPTION=VALUE ...]`: the first N prompts of --datasets (chat template;
+several datasets interleaved as bench-serve does) decoded together by `engine.run_rounds` to
+--max-tokens greedy tokens each (64; EOS ignored); the first (prefill) round's seconds, tokens/s
+after it, and per request the target's and the draft's busy seconds and forwards and the
+controller's rounds.
+Run with nothing else computing (`--backend` as in the CLI: default torch here). `--thread` runs
+the timed work in a thread other than the main one, as the server's decode loop does (the models
+still load in the main thread).
 """
 
 from __future__ import annotations
 
 import argparse
+import threading
 import time
+from functools import partial
 
 import torch
 
 from specbranch.backends.base import Feed, KVSequence
+from specbranch.cli.bench_serve import interleave
 from specbranch.config import GenerationConfig, SamplingParams
 from specbranch.datasets import load_dataset
 from specbranch.engine import Engine, run_rounds
+from specbranch.models import ModelPair
 from specbranch.models.pair import load_pair
 from specbranch.runtime.backends import pair_backends
 
 PROMPT = list(range(100, 300))  # the cached context of `forwards`
 
 
-def forwards(backend: str) -> None:
-    target, draft = pair_backends(load_pair(backend=backend))
+def forwards(pair: ModelPair) -> None:
+    target, draft = pair_backends(pair)
     for model, name in ((target, "target"), (draft, "draft")):
         seqs = [KVSequence(model) for _ in range(8)]
         for seq in seqs:
@@ -49,11 +57,13 @@ def forwards(backend: str) -> None:
                 print(f"{name}: {n} sequences x {width} tokens: {1000 * min(times[1:]):.1f} ms")
 
 
-def rounds(backend: str, n: int, method: str, options: dict[str, str]) -> None:
-    pair = load_pair(backend=backend)
+def rounds(
+    pair: ModelPair, n: int, method: str, options: dict[str, str], datasets: list[str], tokens: int
+) -> None:
     engine = Engine(pair, method, **options)
-    config = GenerationConfig(64, SamplingParams(0.0), 0, ignore_eos=True)
-    generations = [engine.begin(p.text, config, chat=True) for p in load_dataset("humaneval", n)]
+    config = GenerationConfig(tokens, SamplingParams(0.0), 0, ignore_eos=True)
+    prompts = interleave([p for name in datasets for p in load_dataset(name, n)])[:n]
+    generations = [engine.begin(p.text, config, chat=True) for p in prompts]
     start = time.perf_counter()
     run_rounds(generations)  # the prompts' prefill
     prefill = time.perf_counter() - start
@@ -81,12 +91,23 @@ def main() -> None:
     parser.add_argument("method", nargs="?", default="specbranch", help="method (rounds)")
     parser.add_argument("options", nargs="*", help="method options as OPTION=VALUE (rounds)")
     parser.add_argument("--backend", default="torch", choices=["torch", "llama.cpp"])
+    parser.add_argument("--datasets", nargs="+", default=["humaneval"], help="prompt sets (rounds)")
+    parser.add_argument("--max-tokens", type=int, default=64, help="tokens per request (rounds)")
+    parser.add_argument("--thread", action="store_true", help="time the work in a thread other than the main")
     args = parser.parse_args()
     torch.set_num_threads(2)
+    pair = load_pair(backend=args.backend)
     if args.what == "forwards":
-        forwards(args.backend)
+        work = partial(forwards, pair)
     else:
-        rounds(args.backend, args.n, args.method, dict(o.split("=", 1) for o in args.options))
+        options = dict(o.split("=", 1) for o in args.options)
+        work = partial(rounds, pair, args.n, args.method, options, args.datasets, args.max_tokens)
+    if args.thread:
+        worker = threading.Thread(target=work)
+        worker.start()
+        worker.join()
+    else:
+        work()
 
 
 if __name__ == "__main__":
