@@ -23,6 +23,7 @@ from specbranch.config import GenerationConfig
 from specbranch.engine import Engine
 from specbranch.models import ModelPair
 from specbranch.server import ServerConfig, create_app
+from specbranch.server.scheduler import Scheduler, off_main_thread
 
 CHAT_TEMPLATE = (
     "{% for m in messages %}{{ m['role'] }} says {{ m['content'] }}\n{% endfor %}"
@@ -262,3 +263,22 @@ def test_dead_draft_worker_is_restarted_and_reported_on_health():
         status, health = get(url, "/health")
         assert status == 200 and health["status"] == "ok" and "died" in health["last_error"]
         assert client(url).completions.create(**ask).choices[0].text == expected
+
+
+def test_the_engine_is_built_off_the_main_thread_and_its_errors_still_reach_the_caller():
+    """`Scheduler` builds its engine in a thread that ends with it (`off_main_thread`), so the
+    process's main thread runs no parallel torch work (`scripts/thread_tax.py`); the builder's
+    value comes back and its exception is raised in the caller."""
+    builders: list[threading.Thread] = []
+
+    def make_engine() -> Engine:
+        builders.append(threading.current_thread())
+        return Engine(PAIR, "ar")
+
+    scheduler = Scheduler(make_engine)
+    try:
+        assert scheduler.engine is not None and builders and builders[0] is not threading.main_thread()
+    finally:
+        scheduler.close()
+    with pytest.raises(ZeroDivisionError):
+        off_main_thread(lambda: 1 / 0)

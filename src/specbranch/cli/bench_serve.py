@@ -56,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
     from specbranch.bench.methods import parse_method
     from specbranch.cli.bench import split_methods
     from specbranch.runtime import REGISTRY
+    from specbranch.server.scheduler import off_main_thread
 
     methods = [parse_method(m) for m in split_methods(args.methods)]
     peers = [m.name for m in methods if m.method not in REGISTRY]
@@ -66,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
         raise SpecBranchError("--max-batch takes auto or numbers >= 1; --concurrency, --requests-per-client "
                               "and --max-tokens must be >= 1")
     prompts = interleave(load_prompts(args))
-    pair = load_from_args(args, draft_needed=any(m.method != "ar" for m in methods))
+    draft_needed = any(m.method != "ar" for m in methods)
+    pair = off_main_thread(lambda: load_from_args(args, draft_needed=draft_needed))
     config = LoadConfig(methods, prompts, args.concurrency, args.max_batch, args.requests_per_client,
                         args.max_tokens, args.temperature)
     rows = run_load(pair, config, progress=not args.no_progress)

@@ -52,12 +52,13 @@ def run(args: argparse.Namespace) -> int:
 
     from specbranch.engine import Engine
     from specbranch.server import create_app
+    from specbranch.server.scheduler import off_main_thread
 
     name = args.served_model_name or (args.target or f"specbranch/{args.pair or DEFAULT_PAIR}")
     config = config_from_args(ServerConfig, args, model_name=name)
     spec = config_from_args(SpeculativeConfig, args)
     options = method_options(args)
-    pair = load_from_args(args, draft_needed=args.method != "ar")
+    pair = off_main_thread(lambda: load_from_args(args, draft_needed=args.method != "ar"))
     app = create_app(pair, lambda: Engine(pair, args.method, spec, **options), config)
     url = f"http://{args.host}:{args.port}/v1"
     print(f"serving {name!r} with --method {args.method} on {url}", file=sys.stderr)

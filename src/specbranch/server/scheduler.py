@@ -28,6 +28,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from specbranch.config import GenerationConfig
 from specbranch.engine import Chunk, Engine, Generation
@@ -36,6 +37,31 @@ from specbranch.metrics import GenerationMetrics
 from specbranch.server.protocol import APIError
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def off_main_thread(work: Callable[[], T]) -> T:
+    """work() run in a thread that ends with it: its value, or its exception raised here.
+
+    A server process keeps parallel torch work (loading the models, building an engine) off its
+    main thread. Once the main thread has an OpenMP pool, which lives as long as the process, the
+    decode thread's pool makes more OpenMP threads than cores, its workers sleep between parallel
+    regions instead of spinning, and the int8 draft's small ops run up to 2x slower
+    (`scripts/thread_tax.py`). A thread's pool goes with the thread."""
+    box: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            box["value"] = work()
+        except BaseException as exc:  # raised again in the caller's thread
+            box["error"] = exc
+
+    worker = threading.Thread(target=run, name="specbranch-build")
+    worker.start()
+    worker.join()
+    if "error" in box:
+        raise box["error"]  # type: ignore[misc]
+    return box["value"]  # type: ignore[return-value]
 
 
 class QueueFull(Exception):
@@ -141,7 +167,7 @@ class Scheduler:
         self._lock = threading.Lock()
         self._queue: queue.Queue[Job] = queue.Queue(maxsize=max_queue)
         self._stop = threading.Event()
-        self.engine: Engine | None = make_engine()
+        self.engine: Engine | None = off_main_thread(make_engine)
         self._thread = threading.Thread(target=self._loop, name="specbranch-decode", daemon=True)
         self._thread.start()
 
