@@ -19,7 +19,6 @@ still load in the main thread).
 from __future__ import annotations
 
 import argparse
-import threading
 import time
 from functools import partial
 
@@ -33,6 +32,7 @@ from specbranch.engine import Engine, run_rounds
 from specbranch.models import ModelPair
 from specbranch.models.pair import load_pair
 from specbranch.runtime.backends import pair_backends
+from specbranch.server.scheduler import off_main_thread
 
 PROMPT = list(range(100, 300))  # the cached context of `forwards`
 
@@ -103,9 +103,7 @@ def main() -> None:
         options = dict(o.split("=", 1) for o in args.options)
         work = partial(rounds, pair, args.n, args.method, options, args.datasets, args.max_tokens)
     if args.thread:
-        worker = threading.Thread(target=work)
-        worker.start()
-        worker.join()
+        off_main_thread(work)  # as the server's decode loop: not on the thread that loaded the models
     else:
         work()
 
