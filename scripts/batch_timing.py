@@ -2,14 +2,16 @@
 
     python scripts/batch_timing.py forwards            # target and draft forwards over 1-8 sequences
     python scripts/batch_timing.py rounds 4 specbranch lookup=off   # 4 requests decoded together
+    python scripts/batch_timing.py rounds 4 specbranch tree_nodes=8  # trees of at most 8 nodes
     python scripts/batch_timing.py rounds 8 ar --datasets humaneval mt_bench code_edit --max-tokens 128
 
 `forwards`: each model's forward over 1, 2, 4 and 8 sequences (after a 200-token prompt each)
 feeding 1 or 4 tree tokens per sequence, the best of 3 after a warm-up, in ms.
 `rounds N METHOD [OPTION=VALUE ...]`: the first N prompts of --datasets (chat template;
 several datasets interleaved as bench-serve does) decoded together by `engine.run_rounds` to
---max-tokens greedy tokens each (64; EOS ignored); the first (prefill) round's seconds, tokens/s
-after it, and per request the target's and the draft's busy seconds and forwards and the
+--max-tokens greedy tokens each (64; EOS ignored), or one after another with `--alone` (as the
+one-at-a-time server); the first (prefill) rounds' seconds, tokens/s after them, all tokens over
+all seconds, and per request the target's and the draft's busy seconds and forwards and the
 controller's rounds.
 Run with nothing else computing (`--backend` as in the CLI: default torch here). `--thread` runs
 the timed work in a thread other than the main one, as the server's decode loop does (the models
@@ -58,24 +60,31 @@ def forwards(pair: ModelPair) -> None:
 
 
 def rounds(
-    pair: ModelPair, n: int, method: str, options: dict[str, str], datasets: list[str], tokens: int
+    pair: ModelPair, n: int, method: str, options: dict[str, str | int], datasets: list[str], tokens: int,
+    alone: bool = False,
 ) -> None:
     engine = Engine(pair, method, **options)
     config = GenerationConfig(tokens, SamplingParams(0.0), 0, ignore_eos=True)
     prompts = interleave([p for name in datasets for p in load_dataset(name, n)])[:n]
     generations = [engine.begin(p.text, config, chat=True) for p in prompts]
     start = time.perf_counter()
-    run_rounds(generations)  # the prompts' prefill
-    prefill = time.perf_counter() - start
-    start, made = time.perf_counter(), sum(len(g.new) for g in generations)
-    count = 0
-    while not all(g.done for g in generations):
-        run_rounds([g for g in generations if not g.done])
-        count += 1
-    seconds = time.perf_counter() - start
-    tokens = sum(len(g.new) for g in generations) - made
-    print(f"{n} x {method}: prefill round {prefill:.2f} s; then {tokens} tokens in {count} rounds, "
-          f"{tokens / seconds:.2f} tok/s")
+    batches = [[g] for g in generations] if alone else [generations]  # one at a time, or together
+    prefill = decode = 0.0
+    made = count = 0
+    for batch in batches:
+        begun = time.perf_counter()
+        run_rounds(batch)  # the prompts' prefill
+        prefill += time.perf_counter() - begun
+        begun, first = time.perf_counter(), sum(len(g.new) for g in batch)
+        while not all(g.done for g in batch):
+            run_rounds([g for g in batch if not g.done])
+            count += 1
+        decode += time.perf_counter() - begun
+        made += sum(len(g.new) for g in batch) - first
+    total = sum(len(g.new) for g in generations) / (time.perf_counter() - start)
+    how = "one at a time" if alone else "together"
+    print(f"{n} x {method} {how}: prefill rounds {prefill:.2f} s; then {made} tokens in {count} rounds, "
+          f"{made / decode:.2f} tok/s; all tokens over all seconds {total:.2f} tok/s")
     for g in generations:
         r = g.request
         draft = f"draft {r.draft.busy_seconds:.2f} s / {r.draft.forwards}" if r.draft else "no draft"
@@ -93,6 +102,7 @@ def main() -> None:
     parser.add_argument("--backend", default="torch", choices=["torch", "llama.cpp"])
     parser.add_argument("--datasets", nargs="+", default=["humaneval"], help="prompt sets (rounds)")
     parser.add_argument("--max-tokens", type=int, default=64, help="tokens per request (rounds)")
+    parser.add_argument("--alone", action="store_true", help="decode the N requests one at a time (rounds)")
     parser.add_argument("--thread", action="store_true", help="time the work in a thread other than the main")
     args = parser.parse_args()
     torch.set_num_threads(2)
@@ -100,8 +110,8 @@ def main() -> None:
     if args.what == "forwards":
         work = partial(forwards, pair)
     else:
-        options = dict(o.split("=", 1) for o in args.options)
-        work = partial(rounds, pair, args.n, args.method, options, args.datasets, args.max_tokens)
+        options = {k: int(v) if v.isdigit() else v for k, v in (o.split("=", 1) for o in args.options)}
+        work = partial(rounds, pair, args.n, args.method, options, args.datasets, args.max_tokens, args.alone)
     if args.thread:
         off_main_thread(work)  # as the server's decode loop: not on the thread that loaded the models
     else:

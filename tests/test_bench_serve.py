@@ -10,6 +10,7 @@ from helpers import char_tokenizer, save_tiny_model_dir
 from test_server import CHAT_TEMPLATE
 from test_tree_decoder import WIDE
 
+from specbranch.bench import load
 from specbranch.bench.load import RequestRecord, ceiling_rate, full_load_rate
 from specbranch.cli import main
 from specbranch.cli.bench_serve import interleave
@@ -30,6 +31,8 @@ def folders(tmp_path_factory):
 
 def test_bench_serve_reports_every_configuration(folders, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(assembly, "placement_costs", lambda pair, *threads: WIDE)
+    ran, run = [], load._run_configuration
+    monkeypatch.setattr(load, "_run_configuration", lambda *a: ran.append(a[2:]) or run(*a))
     target, draft = folders
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text("".join(json.dumps({"prompt": t}) + "\n" for t in ("hello", "the cat", "a b c")))
@@ -41,8 +44,13 @@ def test_bench_serve_reports_every_configuration(folders, tmp_path, capsys, monk
             "--no-progress", "--out", str(out)]
     assert main(argv) == 0
     rows = json.loads((out / "results.json").read_text())["rows"]
+    methods = ("ar", "specbranch:execution=serial")
+    # Run with the configurations of one concurrency back to back; listed by method.
+    assert [(m.name, s, c) for m, s, _, c in ran] == [
+        (m, s, c) for c in (1, 3) for s in ("auto", "1") for m in methods
+    ]
     assert [(r["method"], r["setting"], r["concurrency"]) for r in rows] == [
-        (m, s, c) for m in ("ar", "specbranch:execution=serial") for s in ("auto", "1") for c in (1, 3)
+        (m, s, c) for m in methods for s in ("auto", "1") for c in (1, 3)
     ]
     for row in rows:
         assert row["requests"] == row["concurrency"] and row["completion_tokens"] > 0

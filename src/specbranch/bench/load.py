@@ -1,6 +1,8 @@
 """The load benchmark (`specbranch bench-serve`): a real server under concurrent streaming clients.
 
-For each method, each max-batch setting and each concurrency C, a server (`server.app` under
+For each concurrency C, each max-batch setting and each method (in that nesting, so the
+configurations compared at one concurrency run back to back, and a slow spell of a shared
+machine hits them alike; the table lists them by method), a server (`server.app` under
 uvicorn in this process, on the model pair loaded once) runs the method with that
 `--max-batch` ("auto": C), and C clients of the official `openai` client stream chat
 completions at once, each sending its share of the prompts one after another. Every
@@ -206,30 +208,38 @@ def summarize(records: list[RequestRecord], wall: float) -> dict:
 
 
 def run_load(pair: ModelPair, config: LoadConfig, progress: bool = True) -> list[dict]:
-    """Every configuration's figures (rows: method, max_batch, concurrency, the summary)."""
-    import json
-    import urllib.request
-
+    """Every configuration's figures (rows: method, max_batch, concurrency, the summary), by
+    method, then max-batch setting, then concurrency."""
     rows = []
-    for method in config.methods:
+    for concurrency in config.concurrency:
         for setting in config.max_batches:
-            for concurrency in config.concurrency:
+            for method in config.methods:
                 max_batch = concurrency if setting == "auto" else int(setting)
-                with serving(pair, method, max_batch) as url:
-                    records, wall = asyncio.run(_drive(url, concurrency, config))
-                    origin = min(r.sent for r in records)
-                    with urllib.request.urlopen(f"{url}/metrics") as answer:
-                        served = json.load(answer)
-                row = {"method": method.name, "max_batch": max_batch, "setting": setting,
-                       "concurrency": concurrency, **summarize(records, wall),
-                       "ceiling_tokens_per_second": ceiling_rate(records) if max_batch == 1 else None,
-                       "request_records": [r.to_dict(origin) for r in records],
-                       "mean_batch_size": served["mean_batch_size"],
-                       "rounds_by_mode": served["rounds_by_mode"]}
-                rows.append(row)
+                rows.append(_run_configuration(pair, config, method, setting, max_batch, concurrency))
                 if progress:
                     print(
                         f"{method.name} max-batch {max_batch} x{concurrency}: "
-                        f"{row['aggregate_tokens_per_second']:.1f} tok/s", flush=True
+                        f"{rows[-1]['aggregate_tokens_per_second']:.1f} tok/s", flush=True
                     )
-    return rows
+    names = [m.name for m in config.methods]
+    return sorted(rows, key=lambda r: (names.index(r["method"]), config.max_batches.index(r["setting"])))
+
+
+def _run_configuration(
+    pair: ModelPair, config: LoadConfig, method: MethodSpec, setting: str, max_batch: int, concurrency: int
+) -> dict:
+    """One configuration's row: a server of `method` with `max_batch`, `concurrency` clients."""
+    import json
+    import urllib.request
+
+    with serving(pair, method, max_batch) as url:
+        records, wall = asyncio.run(_drive(url, concurrency, config))
+        origin = min(r.sent for r in records)
+        with urllib.request.urlopen(f"{url}/metrics") as answer:
+            served = json.load(answer)
+    return {"method": method.name, "max_batch": max_batch, "setting": setting,
+            "concurrency": concurrency, **summarize(records, wall),
+            "ceiling_tokens_per_second": ceiling_rate(records) if max_batch == 1 else None,
+            "request_records": [r.to_dict(origin) for r in records],
+            "mean_batch_size": served["mean_batch_size"],
+            "rounds_by_mode": served["rounds_by_mode"]}

@@ -15,7 +15,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     bench = sub.add_parser(
         "bench-serve",
         help="load benchmark: the OpenAI server under 1, 2, 4, 8 concurrent streaming clients",
-        description="For each method, --max-batch setting and concurrency C, start the server (in this "
+        description="For each concurrency C, --max-batch setting and method (in that nesting, so the "
+        "configurations of one concurrency run back to back), start the server (in this "
         "process, the models loaded once) and stream chat completions from C concurrent clients of the "
         "official openai client, each sending --requests-per-client prompts one after another (the "
         "datasets' prompts interleaved, the same for every configuration). Reports aggregate tokens/s, "
