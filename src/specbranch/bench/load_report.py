@@ -43,11 +43,14 @@ def load_table(rows: list[dict]) -> str:
 
 def plot_load(rows: list[dict], out: Path) -> str:
     """concurrency.png: aggregate (solid) and full-load (dashed) tokens/s against concurrency, one
-    colour per method and setting, and the one-at-a-time rows' batching ceiling (dotted)."""
+    colour per method and setting (one legend entry each), and the one-at-a-time rows' batching
+    ceiling (dotted); both axes logarithmic, so a ceiling far above the measured rates does not
+    flatten them."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FormatStrFormatter
 
     fig, ax = plt.subplots(figsize=(6, 4))
     series: dict[str, list[dict]] = {}
@@ -59,15 +62,18 @@ def plot_load(rows: list[dict], out: Path) -> str:
         aggregate = [p["aggregate_tokens_per_second"] for p in points]
         (line,) = ax.plot(clients, aggregate, marker="o", label=label)
         ax.plot(clients, [p["full_load_tokens_per_second"] for p in points], linestyle="--",
-                color=line.get_color(), label=f"{label}, full load")
+                color=line.get_color())
         ceiling = [(p["concurrency"], p["ceiling_tokens_per_second"]) for p in points
                    if p.get("ceiling_tokens_per_second") is not None]
-        if ceiling:
-            ax.plot(*zip(*ceiling, strict=True), linestyle=":", color=line.get_color(),
-                    label=f"{label}, batching ceiling")
+        if len(ceiling) > 1:
+            ax.plot(*zip(*ceiling, strict=True), linestyle=":", color=line.get_color())
     ax.set_xscale("log", base=2)
+    ax.set_yscale("log", base=2)
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_formatter(FormatStrFormatter("%g"))
     ax.set_xlabel("concurrent clients")
-    ax.set_ylabel("tokens/s (solid: aggregate; dashed: full load; dotted: ceiling)")
+    ax.set_ylabel("tokens/s")
+    ax.set_title("solid: aggregate; dashed: full load; dotted: batching ceiling", fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "concurrency.png", dpi=120)
