@@ -65,7 +65,7 @@ def plot_load(rows: list[dict], out: Path) -> str:
                 color=line.get_color())
         ceiling = [(p["concurrency"], p["ceiling_tokens_per_second"]) for p in points
                    if p.get("ceiling_tokens_per_second") is not None]
-        if len(ceiling) > 1:
+        if ceiling:
             ax.plot(*zip(*ceiling, strict=True), linestyle=":", color=line.get_color())
     ax.set_xscale("log", base=2)
     ax.set_yscale("log", base=2)
